@@ -1,0 +1,1 @@
+"""winipc's core: names, namespace, security, handles, spawning. No mechanism lives here."""

@@ -1,0 +1,286 @@
+"""The scenario registry: what ``winipc bench`` can measure, and the shape of a scenario.
+
+A *scenario* is one way of moving bytes between two processes (a winipc named pipe in
+message mode, a raw AF_UNIX socket, ``multiprocessing.Pipe``...). It has two halves that
+run in two real processes:
+
+* the **server side** runs in the worker process (``python -m winipc.bench.worker``):
+  :meth:`Scenario.serve` makes something a client can reach and returns a
+  :class:`Listening` that names its address and accepts the one client;
+* the **client side** runs in the runner: :meth:`Scenario.connect` reaches that address.
+
+Both sides then speak through an :class:`Endpoint`: ``send`` one unit, ``recv`` one unit.
+A *unit* is a message on message-oriented transports and a run of exactly ``size`` bytes
+on byte streams. The measurements themselves (round trips, bulk transfer, checksums) are
+written once, in :mod:`winipc.bench.workload`, over that interface.
+
+A *metric* is what a scenario is measured on: a round trip of 64 B, or throughput with
+64 KiB or 1 MiB units. Scenarios say which metric kinds they support.
+
+Synchronization scenarios move no bytes: they support the ``latency`` kind (one process
+signals, the other wakes: each side stamps its half with the system-wide monotonic
+clock) or the ``rate`` kind (operations per second, both sides stamping each of their
+operations). Both halves run :meth:`Scenario.exchange`, and the runner turns the two
+lists of stamps into figures (:mod:`winipc.bench.workload`).
+
+Best-effort delivery (network mailslots, which may drop) has the ``delivery`` kind: the
+runner's side of :meth:`Scenario.exchange` writes a burst of ``count`` messages as fast
+as it can, the worker's side receives and verifies what arrives; the figures are the
+loss and the delivered rate (:func:`winipc.bench.workload.deliveries`). A scenario that
+cannot run on this machine (no network interface to broadcast on...) says why in
+:meth:`Scenario.unavailable`; its cells are reported as not available, with the reason.
+
+To add a scenario, subclass :class:`Scenario` in a module and call :func:`register` at
+import time of that module: the worker imports the module that defines the scenario's
+class before it looks the name up, so plug-ins work in both processes.
+"""
+
+from __future__ import annotations
+
+import abc
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Buffer = bytes | bytearray | memoryview
+
+#: metric kinds
+RTT: Literal["rtt"] = "rtt"
+THROUGHPUT: Literal["throughput"] = "throughput"
+LATENCY: Literal["latency"] = "latency"
+RATE: Literal["rate"] = "rate"
+DELIVERY: Literal["delivery"] = "delivery"
+MetricKind = Literal["rtt", "throughput", "latency", "rate", "delivery"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One column group of the report.
+
+    Attributes:
+        key: stable identifier used in JSON (``"rtt-64"``, ``"tput-64k"``).
+        kind: ``"rtt"`` (round trip, µs, lower is better), ``"throughput"`` (MB/s,
+            10**6 bytes per second, higher is better), ``"latency"`` (one way, signal to
+            wake, µs, lower is better), ``"rate"`` (operations per second, higher is
+            better) or ``"delivery"`` (a burst of messages: loss in %, lower is better,
+            and messages delivered per second).
+        size: bytes per unit (message, or chunk on a byte stream); 0 for latency and rate.
+        label: human text for the table header.
+    """
+
+    key: str
+    kind: MetricKind
+    size: int
+    label: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("rtt-64", RTT, 64, "round trip 64 B"),
+    Metric("tput-64k", THROUGHPUT, 64 * 1024, "throughput 64 KiB"),
+    Metric("tput-1m", THROUGHPUT, 1024 * 1024, "throughput 1 MiB"),
+    Metric("wake", LATENCY, 0, "set-to-wake"),
+    Metric("handoff", RATE, 0, "hand-offs"),
+    Metric("burst-64", DELIVERY, 64, "burst of 64 B"),
+    Metric("burst-424", DELIVERY, 424, "burst of 424 B"),
+)
+
+
+def metric(key: str) -> Metric:
+    """The metric whose key is ``key``.
+
+    Raises:
+        KeyError: no such metric.
+    """
+    for m in METRICS:
+        if m.key == key:
+            return m
+    raise KeyError(f"no bench metric {key!r}")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What both halves of a scenario share for one run.
+
+    Attributes:
+        workdir: a private (0700) temporary directory for socket files and such; the
+            runner creates and removes it.
+        tag: a string unique to this run and scenario, for object names.
+        secret: a random hex string both sides know (authentication keys).
+    """
+
+    workdir: str
+    tag: str
+    secret: str
+
+
+class Endpoint(Protocol):
+    """One connected end: sends and receives units."""
+
+    def send(self, data: Buffer) -> None:
+        """Send one unit: all of ``data`` (one message on message transports)."""
+
+    def recv(self, size: int) -> Buffer:
+        """Receive one unit of ``size`` bytes (the next message on message transports)."""
+
+    def close(self) -> None:
+        """Close the end; the peer sees end-of-file."""
+
+
+class Listening(Protocol):
+    """The server side after :meth:`Scenario.serve`: reachable, waiting for one client."""
+
+    #: what the client side passes to :meth:`Scenario.connect`
+    address: str
+
+    def accept(self, timeout: float | None) -> Endpoint:
+        """Wait up to ``timeout`` seconds for the client and return the connected end."""
+
+    def close(self) -> None:
+        """Stop listening and remove whatever :meth:`Scenario.serve` created."""
+
+
+class Scenario(abc.ABC):
+    """A way of moving bytes between two processes; see the module docstring.
+
+    Attributes:
+        name: unique, lower-case, used by ``--only`` (``"winipc-pipe-message"``).
+        mechanism: what is measured, for humans (``"named pipe, message mode"``).
+        peer: True for the comparison baselines that are not winipc; ratios in the
+            report are to the best peer of the same run and group.
+        group: scenarios compared with one another (``"transport"``, ``"sync"``,
+            ``"memory"``): a figure's ratio is to the best peer of its own group.
+        kinds: the metric kinds supported.
+        description: one sentence on how the scenario is built.
+    """
+
+    name: str = ""
+    mechanism: str = ""
+    peer: bool = False
+    group: str = "transport"
+    kinds: frozenset[MetricKind] = frozenset({RTT, THROUGHPUT})
+    description: str = ""
+
+    def supports(self, metric: Metric) -> bool:
+        """Whether this scenario is measured on ``metric``."""
+        return metric.kind in self.kinds
+
+    def unavailable(self) -> str | None:
+        """Why this scenario cannot be measured on this machine, or None when it can.
+
+        Asked in the runner before any worker starts; the scenario's cells are then
+        reported as not available, with this reason, instead of failing the run.
+        """
+        return None
+
+    @abc.abstractmethod
+    def serve(self, setup: Setup) -> Listening:
+        """Server side (worker process): become reachable for one client."""
+
+    @abc.abstractmethod
+    def connect(self, address: str, setup: Setup) -> Endpoint:
+        """Client side (runner process): connect to ``address`` from :meth:`serve`."""
+
+    def exchange(self, ep: Endpoint, metric: Metric, count: int, runner: bool) -> list[int]:
+        """One batch of a ``latency`` or ``rate`` metric, on one side; both run at once.
+
+        Stamps are ``time.monotonic_ns()`` values (one clock for every process).
+
+        Args:
+            ep: this side's end, from :meth:`connect` (runner) or the accept (worker).
+            metric: the metric measured.
+            count: operations each side performs in this batch.
+            runner: True on the runner's side, False on the worker's.
+
+        Returns:
+            ``count`` stamps. latency: runner, just before each signal; worker, just
+            after each wake. rate: each side, one per operation of its own, taken
+            while it holds what it hands off. delivery (``count`` messages in a burst):
+            runner, ``[first write, end of the last write, messages written]``; worker,
+            ``[messages received, duplicates, stamp of the last one received]``.
+
+        Raises:
+            VerificationError: the other side broke the exchange's rules.
+        """
+        raise NotImplementedError(f"{self.name} measures no {metric.kind} metric")
+
+    def __repr__(self) -> str:
+        return f"<Scenario {self.name}>"
+
+
+_REGISTRY: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    """Add ``scenario`` to the registry and return it.
+
+    Raises:
+        ValueError: the name is empty, not lower-case, or taken.
+    """
+    name = scenario.name
+    if not name or name != name.lower() or any(c.isspace() for c in name):
+        raise ValueError(f"scenario name must be non-empty lower-case without spaces: {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"a scenario named {name!r} is registered already")
+    _REGISTRY[name] = scenario
+    return scenario
+
+
+def unregister(name: str) -> None:
+    """Remove a scenario (tests and plug-ins); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    import winipc.bench.scenarios  # noqa: F401  (registers the built-in scenarios)
+    from winipc.bench import (
+        scenarios_mailslot,  # noqa: F401  (mailslots, and their delivery)
+        scenarios_mapping,  # noqa: F401  (mapping copy bandwidth)
+        scenarios_sync,  # noqa: F401  (event and mutex scenarios)
+    )
+
+
+def all_scenarios() -> list[Scenario]:
+    """Every registered scenario, winipc first, then the peers, each in registration order."""
+    _load_builtins()
+    items = list(_REGISTRY.values())
+    return [s for s in items if not s.peer] + [s for s in items if s.peer]
+
+
+def get(name: str) -> Scenario:
+    """The scenario called ``name``.
+
+    Raises:
+        KeyError: no such scenario.
+    """
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no bench scenario named {name!r}") from None
+
+
+def select(patterns: Iterable[str]) -> list[Scenario]:
+    """Scenarios matching any of ``patterns`` (all of them when there is none).
+
+    A pattern with ``*``, ``?`` or ``[`` is a shell-style glob on the whole name; any other
+    pattern matches as a substring. Matching ignores case.
+
+    Raises:
+        ValueError: a pattern matches no scenario (the message lists the names).
+    """
+    scenarios = all_scenarios()
+    pats = [p.lower() for p in patterns if p.strip()]
+    if not pats:
+        return scenarios
+    chosen: list[Scenario] = []
+    for pat in pats:
+        glob = any(c in pat for c in "*?[")
+        hits = [
+            s for s in scenarios if (fnmatch.fnmatchcase(s.name, pat) if glob else pat in s.name)
+        ]
+        if not hits:
+            names = ", ".join(s.name for s in scenarios)
+            raise ValueError(f"--only {pat!r} matches no scenario; the scenarios are: {names}")
+        chosen += [s for s in hits if s not in chosen]
+    return [s for s in scenarios if s in chosen]

@@ -1,0 +1,335 @@
+"""Turn a run into the JSON document (``--json``) and the table; ratios to the best peer.
+
+The document is the single source: the table is drawn from it. Each figure carries its
+unit, which direction is better, and ``ratio_to_best_peer``: the figure divided by the
+best figure any peer (non-winipc scenario) reached on the same metric in the same
+placement of the same run. So for round trips (µs, lower is better) a ratio of 1.20 is
+20 % slower than the best peer; for throughput (MB/s, higher is better) 0.80 is 20 %
+less throughput.
+
+``delivery`` results (bursts of best-effort messages) are not in the main table: they
+have a small table of their own (:func:`render_delivery`), with the messages sent and
+received, the loss and the rates; a scenario that could not run here shows ``n/a``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+import winipc
+from winipc.bench.registry import DELIVERY, LATENCY, METRICS, RATE, RTT, Metric, Scenario
+from winipc.bench.runner import RunResult
+from winipc.bench.workload import crc32_of
+
+SCHEMA = "winipc-bench/1"
+
+#: figure name -> (unit, better) per metric kind
+FIGURES: dict[str, dict[str, tuple[str, str]]] = {
+    "rtt": {
+        "median": ("us", "lower"),
+        "p99": ("us", "lower"),
+        "mean": ("us", "lower"),
+        "min": ("us", "lower"),
+    },
+    "throughput": {"rate": ("MB/s", "higher")},
+    "latency": {
+        "median": ("us", "lower"),
+        "p99": ("us", "lower"),
+        "mean": ("us", "lower"),
+        "min": ("us", "lower"),
+    },
+    "rate": {"rate": ("1/s", "higher")},
+    "delivery": {
+        "loss": ("%", "lower"),
+        "rate": ("1/s", "higher"),
+        "send_rate": ("1/s", "higher"),
+    },
+}
+#: the figures shown in the table, per metric kind (delivery: in its own table)
+SHOWN: dict[str, tuple[str, ...]] = {
+    "rtt": ("median", "p99"),
+    "throughput": ("rate",),
+    "latency": ("median", "p99"),
+    "rate": ("rate",),
+    "delivery": ("loss", "rate", "send_rate"),
+}
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, CPUs available, CPU model, Python and platform of this machine."""
+    avail = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_available": avail,
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+
+
+def _metric_doc(m: Metric) -> dict[str, Any]:
+    return {
+        "key": m.key,
+        "kind": m.kind,
+        "size": m.size,
+        "label": m.label,
+        "figures": {k: {"unit": u, "better": b} for k, (u, b) in FIGURES[m.kind].items()},
+    }
+
+
+def _scenario_doc(s: Scenario, selected: bool) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "mechanism": s.mechanism,
+        "peer": s.peer,
+        "kinds": sorted(s.kinds),
+        "description": s.description,
+        "selected": selected,
+    }
+
+
+def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]:
+    """The machine-readable account of ``run`` (see the module docstring for ratios).
+
+    Args:
+        run: what :meth:`winipc.bench.runner.Runner.run` returned.
+        registered: every registered scenario (listed, with ``selected``).
+    """
+    peers = {s.name for s in run.scenarios if s.peer}
+    group = {s.name: s.group for s in run.scenarios}
+    best: dict[tuple[str, str, str, str], tuple[float, str]] = {}
+    for r in run.results:
+        if r.scenario not in peers:
+            continue
+        for fig, value in r.figures.items():
+            key = (group[r.scenario], r.placement, r.metric, fig)
+            lower = FIGURES[r.kind][fig][1] == "lower"
+            cur = best.get(key)
+            if cur is None or (value < cur[0] if lower else value > cur[0]):
+                best[key] = (value, r.scenario)
+    results = []
+    for r in run.results:
+        figures: dict[str, Any] = {}
+        for fig, value in r.figures.items():
+            unit, better = FIGURES[r.kind][fig]
+            peer = best.get((group[r.scenario], r.placement, r.metric, fig))
+            figures[fig] = {
+                "value": value,
+                "unit": unit,
+                "better": better,
+                "ratio_to_best_peer": None if peer is None or not peer[0] else value / peer[0],
+                "best_peer": None if peer is None else peer[1],
+            }
+        results.append(
+            {
+                "scenario": r.scenario,
+                "placement": r.placement,
+                "metric": r.metric,
+                "kind": r.kind,
+                "size": r.size,
+                "figures": figures,
+                "messages": r.messages,
+                "bytes": r.nbytes,
+                "seconds": r.seconds,
+                ("iterations" if r.kind in (RTT, LATENCY) else "rounds"): r.repeats,
+                "per_pass": r.per_pass,
+                "verified": r.verified,
+                "checksum": r.checksum,
+            }
+        )
+        if r.kind == DELIVERY:
+            results[-1].update(r.counts)  # sent, received, duplicates
+        if r.unavailable is not None:
+            results[-1]["unavailable"] = r.unavailable
+    payload: dict[str, Any] = {"kind": "random", "verified": True}
+    if run.source is not None and run.source.file is not None:
+        payload = {
+            "kind": "file",
+            "path": run.source.file,
+            "bytes": len(run.source.data),
+            "crc32": f"crc32:{crc32_of([run.source.data]):08x}",
+            "verified": all(r.verified for r in run.results),
+        }
+    selected = {s.name for s in run.scenarios}
+    started = _dt.datetime.fromtimestamp(run.started, _dt.timezone.utc)
+    return {
+        "schema": SCHEMA,
+        "winipc_version": winipc.__version__,
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": run.duration,
+        "mode": "quick" if run.quick else "full",
+        "passes": run.passes,
+        "machine": machine_info(),
+        "payload": payload,
+        "placements": [
+            {"name": p.name, "runner_cpu": p.runner_cpu, "worker_cpu": p.worker_cpu}
+            for p in run.placements
+        ],
+        "notes": run.notes,
+        "metrics": [_metric_doc(m) for m in METRICS],
+        "scenarios": [_scenario_doc(s, s.name in selected) for s in registered],
+        "results": results,
+        "verified": all(r.verified for r in run.results),
+    }
+
+
+def _cell(fig: dict[str, Any]) -> Text:
+    value = float(fig["value"])
+    text = Text(f"{value:,.1f}" if fig["unit"] == "us" else f"{value:,.0f}")
+    ratio = fig["ratio_to_best_peer"]
+    if ratio is not None:
+        good = ratio <= 1.0 if fig["better"] == "lower" else ratio >= 1.0
+        text.append(
+            f" ×{ratio:.2f}",  # noqa: RUF001
+            style="green" if good else "yellow",
+        )
+    return text
+
+
+def _header(m: dict[str, Any], fig: str) -> str:
+    unit = "µs" if FIGURES[m["kind"]][fig][0] == "us" else "MB/s"
+    if m["kind"] == RTT:
+        return f"RTT {m['size']} B\n{fig} {unit}"
+    if m["kind"] == LATENCY:
+        return f"{m['label']}\n{fig} {unit}"
+    if m["kind"] == RATE:
+        return f"{m['label']}\nper s"
+    size = int(m["size"])
+    label = f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else f"{size // 1024} KiB"
+    return f"{label}\n{unit}"
+
+
+def render_table(doc: dict[str, Any]) -> Table:
+    """The report as a rich table: scenario-by-placement rows, figure columns.
+
+    Delivery results are left to :func:`render_delivery`.
+    """
+    shown = [r for r in doc["results"] if r["kind"] != DELIVERY]
+    metrics = [m for m in doc["metrics"] if any(r["metric"] == m["key"] for r in shown)]
+    columns = [(m, fig) for m in metrics for fig in SHOWN[m["kind"]]]
+    mode = doc["mode"]
+    table = Table(title=f"winipc bench ({mode}, {doc['started']})", title_justify="left")
+    table.add_column("scenario")
+    table.add_column("placement")
+    for m, fig in columns:
+        table.add_column(_header(m, fig), justify="right")
+    by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in shown:
+        by_row.setdefault((r["scenario"], r["placement"]), {})[r["metric"]] = r
+    peers = {s["name"] for s in doc["scenarios"] if s["peer"]}
+    order = [s["name"] for s in doc["scenarios"] if s["selected"]]
+    for p in doc["placements"]:
+        names = [n for n in order if (n, p["name"]) in by_row]
+        for i, name in enumerate(names):
+            row = by_row[(name, p["name"])]
+            cells: list[Text | str] = [
+                Text(
+                    name + (" (peer)" if name in peers else ""),
+                    style="dim" if name in peers else "bold",
+                ),
+                p["name"],
+            ]
+            for m, fig in columns:
+                r = row.get(m["key"])
+                if r is not None and "unavailable" in r:
+                    cells.append("n/a")
+                else:
+                    cells.append(_cell(r["figures"][fig]) if r else "-")
+            table.add_row(*cells, end_section=i == len(names) - 1)
+    return table
+
+
+def render_delivery(doc: dict[str, Any]) -> Table | None:
+    """The delivery results (bursts of best-effort messages) as a table; None if none.
+
+    One row per scenario, placement and message size: messages sent and received
+    (distinct, verified), the loss, messages delivered per second (from the first write
+    to the last receipt) and written per second (the writer's own pace). ``n/a`` for a
+    scenario that could not run here (the reason is in the notes).
+    """
+    results = [r for r in doc["results"] if r["kind"] == DELIVERY]
+    if not results:
+        return None
+    table = Table(
+        title="best-effort delivery: bursts written as fast as the writer can, then drained",
+        title_justify="left",
+    )
+    for title in ("scenario", "placement", "size"):
+        table.add_column(title)
+    for title in ("sent", "received", "loss %", "delivered\nper s", "written\nper s"):
+        table.add_column(title, justify="right")
+    order = [s["name"] for s in doc["scenarios"] if s["selected"]]
+    sizes = {m["key"]: i for i, m in enumerate(doc["metrics"])}
+    for p in doc["placements"]:
+        rows = [r for r in results if r["placement"] == p["name"]]
+        rows.sort(key=lambda r: (order.index(r["scenario"]), sizes[r["metric"]]))
+        for i, r in enumerate(rows):
+            head = [r["scenario"], p["name"], f"{r['size']} B"]
+            cells: list[str]
+            if "unavailable" in r:
+                cells = ["n/a"] * 5
+            else:
+                fig = r["figures"]
+                cells = [
+                    f"{r['sent']:,}",
+                    f"{r['received']:,}",
+                    f"{fig['loss']['value']:.1f}",
+                    f"{fig['rate']['value']:,.0f}",
+                    f"{fig['send_rate']['value']:,.0f}",
+                ]
+            table.add_row(*head, *cells, end_section=i == len(rows) - 1)
+    return table
+
+
+def render_notes(doc: dict[str, Any]) -> list[str]:
+    """The lines printed under the table: how to read it, payload, verification, notes."""
+    lines = [
+        "×n = ratio to the best peer of the same group (transport, sync, memory) and placement. "  # noqa: RUF001
+        "µs: lower is better; MB/s (10^6 B/s), per s: higher is better.",
+    ]
+    pay = doc["payload"]
+    if pay["kind"] == "file":
+        lines.append(
+            f"Payload: {pay['path']} ({pay['bytes']:,} B, {pay['crc32']}), "
+            f"verified at the receiver: {'yes' if pay['verified'] else 'NO'}."
+        )
+    m = doc["machine"]
+    lines.append(
+        f"Every payload verified (CRC-32): {'yes' if doc['verified'] else 'NO'}. "
+        f"{m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']}, "
+        f"run took {doc['duration_s']:.1f} s."
+    )
+    return lines + [f"Note: {n}" for n in doc["notes"]]
+
+
+def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
+    """Print :func:`render_table` and :func:`render_notes` to ``console`` (stdout by default)."""
+    console = console or Console()
+    console.print(render_table(doc))
+    delivery = render_delivery(doc)
+    if delivery is not None:
+        console.print(delivery)
+    for line in render_notes(doc):
+        console.print(line, style="dim", highlight=False)

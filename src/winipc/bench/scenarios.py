@@ -1,0 +1,204 @@
+"""The built-in scenarios: winipc named pipes, and the peers they are compared with.
+
+The peers are the best plain use of each mechanism a Python programmer would write by
+hand: ``sendall`` / ``recv_into`` on an AF_UNIX stream socket, and ``send_bytes`` /
+``recv_bytes`` on a ``multiprocessing.connection`` over AF_UNIX. Every receiver returns a
+fresh buffer per unit, as winipc's ``read_exact`` and ``recv`` do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from multiprocessing.connection import Client, Connection, Listener
+
+import winipc.pipes
+from winipc.bench.registry import Buffer, Endpoint, Scenario, Setup, register
+
+
+# --------------------------------------------------------------------------- winipc pipes
+class _PipeEndpoint:
+    """A winipc pipe end; byte mode reads exact chunks, message mode whole messages."""
+
+    def __init__(self, conn: winipc.pipes.PipeConnection, message: bool) -> None:
+        self._conn = conn
+        self._message = message
+
+    def send(self, data: Buffer) -> None:
+        self._conn.write(data)
+
+    def recv(self, size: int) -> Buffer:
+        if self._message:
+            return self._conn.recv()
+        return self._conn.read_exact(size)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _PipeListening:
+    def __init__(self, name: str, message: bool) -> None:
+        self.address = name
+        self._message = message
+        self._inst = winipc.pipes.PipeInstance(name, message=message, max_instances=1)
+
+    def accept(self, timeout: float | None) -> Endpoint:
+        self._inst.connect(timeout=timeout)
+        return _PipeEndpoint(self._inst, self._message)
+
+    def close(self) -> None:
+        self._inst.close()
+
+
+class NamedPipeScenario(Scenario):
+    """A winipc named pipe (Win32: CreateNamedPipe + CreateFile), one instance.
+
+    Args:
+        message: PIPE_TYPE_MESSAGE (``send`` / ``recv`` of whole messages) instead of a
+            byte stream (``write`` / ``read_exact``).
+    """
+
+    def __init__(self, message: bool) -> None:
+        self.message = message
+        mode = "message" if message else "byte"
+        self.name = f"winipc-pipe-{mode}"
+        self.mechanism = f"winipc named pipe, {mode} mode"
+        self.description = (
+            "PipeInstance(message=True) in the worker, connect(read_message=True) in the runner; "
+            "send()/recv() of whole messages"
+            if message
+            else "PipeInstance() in the worker, connect() in the runner; write() of chunks, "
+            "read_exact(size) per chunk"
+        )
+
+    def serve(self, setup: Setup) -> _PipeListening:
+        return _PipeListening(f"\\\\.\\pipe\\winipc-bench-{setup.tag}-{self.name}", self.message)
+
+    def connect(self, address: str, setup: Setup) -> Endpoint:
+        conn = winipc.pipes.connect(address, read_message=self.message)
+        return _PipeEndpoint(conn, self.message)
+
+
+# --------------------------------------------------------------------------- AF_UNIX stream
+def _recv_exact(sock: socket.socket, size: int) -> bytearray:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError(f"socket: end of file after {got} of {size} bytes")
+        got += n
+    return buf
+
+
+class _SocketEndpoint:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data: Buffer) -> None:
+        self._sock.sendall(data)
+
+    def recv(self, size: int) -> Buffer:
+        return _recv_exact(self._sock, size)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _SocketListening:
+    def __init__(self, path: str) -> None:
+        self.address = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.bind(path)
+            self._sock.listen(1)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def accept(self, timeout: float | None) -> Endpoint:
+        self._sock.settimeout(timeout)
+        conn, _ = self._sock.accept()
+        conn.settimeout(None)
+        return _SocketEndpoint(conn)
+
+    def close(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.address)
+
+
+class UnixSocketScenario(Scenario):
+    """Peer: a raw AF_UNIX SOCK_STREAM socket bound to a path in the run's workdir."""
+
+    name = "af-unix-stream"
+    mechanism = "raw AF_UNIX SOCK_STREAM socket"
+    peer = True
+    description = "bind/listen/accept on a path; sendall() and recv_into() of exact chunks"
+
+    def serve(self, setup: Setup) -> _SocketListening:
+        return _SocketListening(os.path.join(setup.workdir, f"{self.name}.sock"))
+
+    def connect(self, address: str, setup: Setup) -> Endpoint:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return _SocketEndpoint(sock)
+
+
+# --------------------------------------------------------------------------- multiprocessing
+class _MpEndpoint:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def send(self, data: Buffer) -> None:
+        self._conn.send_bytes(data)
+
+    def recv(self, size: int) -> Buffer:
+        return self._conn.recv_bytes()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _MpListening:
+    def __init__(self, path: str, authkey: bytes) -> None:
+        self.address = path
+        self._listener = Listener(path, family="AF_UNIX", authkey=authkey)
+
+    def accept(self, timeout: float | None) -> Endpoint:
+        # Listener.accept has no timeout; the runner's watchdog ends a worker stuck here.
+        return _MpEndpoint(self._listener.accept())
+
+    def close(self) -> None:
+        self._listener.close()  # also unlinks the socket file
+
+
+class MultiprocessingScenario(Scenario):
+    """Peer: ``multiprocessing.connection`` (what ``multiprocessing.Pipe`` returns)."""
+
+    name = "mp-pipe"
+    mechanism = "multiprocessing.Pipe connection (AF_UNIX)"
+    peer = True
+    description = (
+        "multiprocessing.connection.Listener/Client over AF_UNIX with an authkey; "
+        "send_bytes()/recv_bytes()"
+    )
+
+    def serve(self, setup: Setup) -> _MpListening:
+        path = os.path.join(setup.workdir, f"{self.name}.sock")
+        return _MpListening(path, setup.secret.encode())
+
+    def connect(self, address: str, setup: Setup) -> Endpoint:
+        return _MpEndpoint(Client(address, family="AF_UNIX", authkey=setup.secret.encode()))
+
+
+PIPE_BYTE = register(NamedPipeScenario(message=False))
+PIPE_MESSAGE = register(NamedPipeScenario(message=True))
+AF_UNIX_STREAM = register(UnixSocketScenario())
+MP_PIPE = register(MultiprocessingScenario())

@@ -1,0 +1,507 @@
+"""``winipc pipe serve|send|cat``: a named-pipe server and clients for the shell.
+
+End of input on a byte or message pipe: a client that has nothing more to send shuts
+down its writing side (a half-close of the socket underneath), which the server reads as
+ERROR_BROKEN_PIPE while the client can still read the replies. The server then waits
+until the client has read everything (FlushFileBuffers) and disconnects it
+(DisconnectNamedPipe), which the client sees as the end of the replies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import click
+
+from winipc import errors as W
+from winipc._core import namespace
+from winipc._core.names import pipe_name
+from winipc.cli._common import note, raise_interrupt
+from winipc.pipes import OpenMode, PipeConnection, PipeInstance, connect, wait_named_pipe
+
+_IDLE = 3600.0  # a finite wait, so that cancel_io() can wake it (it polls then)
+_POLL = 0.25  # how often a helper thread looks whether its session ended
+_FLUSH_STEP = 0.5
+
+
+def _as_line(message: bytes) -> bytes:
+    """A message printed on its own line."""
+    return message if message.endswith(b"\n") else message + b"\n"
+
+
+class _Output:
+    """Raw bytes to stdout, thread-safe; a final newline for a terminal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = b"\n"
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._lock:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            self._last = data[-1:]
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._last != b"\n" and sys.stdout.isatty():
+                sys.stdout.buffer.write(b"\n")
+                sys.stdout.buffer.flush()
+                self._last = b"\n"
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _Server:
+    """N pipe instances, one thread each, serving clients one after another."""
+
+    def __init__(
+        self, name: str, message: bool, echo: bool, command: str | None, instances: int
+    ) -> None:
+        self.name = name
+        self.message = message
+        self.echo = echo
+        self.command = command
+        self.count = instances
+        self.stop = threading.Event()
+        self.out = _Output()
+        self.instances: list[PipeInstance] = []
+        self.threads: list[tuple[threading.Thread, threading.Event]] = []
+        self.failures: list[W.WinIPCError] = []
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._procs_lock = threading.Lock()
+
+    # ------------------------------------------------------------- lifecycle
+    def open(self) -> None:
+        try:
+            for _ in range(self.count):
+                self.instances.append(
+                    PipeInstance(self.name, message=self.message, max_instances=self.count)
+                )
+        except BaseException:
+            for inst in self.instances:
+                inst.close()
+            raise
+
+    def run(self) -> None:
+        """Serve until every worker has ended (or a signal interrupts the wait)."""
+        for i, inst in enumerate(self.instances):
+            done = threading.Event()
+            t = threading.Thread(
+                target=self._worker, args=(inst, done), name=f"pipe-instance-{i}", daemon=True
+            )
+            self.threads.append((t, done))
+            t.start()
+        # Wait on events, not Thread.join: a join interrupted by a signal (Ctrl-C) can
+        # mark a running thread as finished in CPython, which would let us exit while
+        # it still closes its instance.
+        for _t, done in self.threads:
+            while not done.wait(_IDLE):
+                pass
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for inst in self.instances:
+            with contextlib.suppress(W.WinIPCError):
+                inst.cancel_io()  # wakes connect() and reads
+        self._kill_procs()
+        self._wait_workers(3.0)
+        for inst, (_t, done) in zip(self.instances, self.threads, strict=False):
+            if not done.is_set():  # blocked writing to a client that does not read
+                with contextlib.suppress(OSError):
+                    inst.socket.shutdown(socket.SHUT_RDWR)
+        self._wait_workers(2.0)
+        served = [done for _t, done in self.threads]
+        for inst, done in itertools.zip_longest(self.instances, served):
+            if done is None or not done.is_set():  # never served, or still stuck
+                with contextlib.suppress(W.WinIPCError):
+                    inst.close()
+
+    def _wait_workers(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        for _t, done in self.threads:
+            done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _kill_procs(self) -> None:
+        with self._procs_lock:
+            procs = list(self._procs)
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.terminate()
+
+    # ------------------------------------------------------------- serving
+    def _recv(self, inst: PipeInstance, done: threading.Event | None = None) -> bytes:
+        """The next message or bytes from the client; BrokenPipe at its end."""
+        while True:
+            if self.stop.is_set() or (done is not None and done.is_set()):
+                raise _Stopped()
+            try:
+                return inst.recv(timeout=_IDLE if done is None else _POLL)
+            except W.SemTimeout:
+                continue
+            except W.OperationAborted:
+                raise _Stopped() from None
+
+    def _worker(self, inst: PipeInstance, done: threading.Event) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    inst.connect(timeout=_IDLE)
+                except W.SemTimeout:
+                    continue
+                except W.OperationAborted:
+                    break
+                except W.WinIPCError as exc:
+                    if not self.stop.is_set():
+                        self.failures.append(exc)
+                        note(f"error: {exc}")
+                    break
+                try:
+                    pid: int | str = inst.client_pid
+                except W.WinIPCError:
+                    pid = "?"
+                note(f"client {pid} connected")
+                try:
+                    self._session(inst)
+                    self._flush(inst)
+                except _Stopped:
+                    pass
+                except W.BrokenPipe:
+                    pass  # the client closed without reading everything
+                except Exception as exc:
+                    note(f"error: client {pid}: {exc}")
+                with contextlib.suppress(W.WinIPCError):
+                    inst.disconnect()
+                note(f"client {pid} gone")
+        finally:
+            try:
+                with contextlib.suppress(W.WinIPCError):
+                    inst.close()
+            finally:
+                done.set()
+
+    def _flush(self, inst: PipeInstance) -> None:
+        """Let the client read every reply before we disconnect it (FlushFileBuffers)."""
+        while not self.stop.is_set():
+            try:
+                inst.flush(timeout=_FLUSH_STEP)
+                return
+            except W.SemTimeout:
+                continue
+
+    def _session(self, inst: PipeInstance) -> None:
+        if self.command is not None and not self.message:
+            self._exec_stream(inst, self.command)
+            return
+        while True:
+            try:
+                data = self._recv(inst)
+            except W.BrokenPipe:
+                return  # the client has sent everything
+            if self.echo:
+                inst.write(data)
+            elif self.command is not None:
+                inst.write(self._exec_once(self.command, data))
+            else:
+                self.out.write(_as_line(data) if self.message else data)
+
+    def _track(self, proc: subprocess.Popen[bytes], add: bool) -> None:
+        with self._procs_lock:
+            if add:
+                self._procs.add(proc)
+            else:
+                self._procs.discard(proc)
+        if add and self.stop.is_set():
+            proc.terminate()
+
+    def _exec_once(self, command: str, data: bytes) -> bytes:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._track(proc, True)
+        try:
+            out, _ = proc.communicate(data)
+        finally:
+            self._track(proc, False)
+        if self.stop.is_set():
+            raise _Stopped()
+        return out
+
+    def _exec_stream(self, inst: PipeInstance, command: str) -> None:
+        """One run of ``command`` per client: client -> its stdin, its stdout -> client."""
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._track(proc, True)
+        done = threading.Event()
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+
+        def feed() -> None:
+            try:
+                while True:
+                    stdin.write(self._recv(inst, done))
+                    stdin.flush()
+            except (W.BrokenPipe, _Stopped, OSError):
+                pass  # the client's end of input, or the command stopped reading
+            finally:
+                with contextlib.suppress(OSError):
+                    stdin.close()
+
+        feeder = threading.Thread(target=feed, name="pipe-exec-feed", daemon=True)
+        feeder.start()
+        try:
+            while chunk := os.read(proc.stdout.fileno(), 65536):
+                inst.write(chunk)
+        finally:
+            done.set()
+            if proc.poll() is None and self.stop.is_set():
+                proc.terminate()
+            proc.stdout.close()
+            proc.wait()
+            self._track(proc, False)
+            feeder.join()
+        if self.stop.is_set():
+            raise _Stopped()
+
+
+
+# --------------------------------------------------------------------------- client
+
+
+def _open_client(name: str, message: bool | None, wait: float | None) -> PipeConnection:
+    """Connect to the pipe with the access its direction allows; wait while it is busy."""
+    oname = pipe_name(name)
+    _path, rec = namespace.lookup(oname)
+    mode = OpenMode(int(rec.attrs.get("open_mode", OpenMode.DUPLEX)))
+    is_message = bool(rec.attrs.get("message"))
+    read_message = is_message if message is None else message
+    limit = float(rec.attrs.get("default_timeout", 0.05)) if wait is None else wait
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return connect(
+                name,
+                read=bool(mode & OpenMode.OUTBOUND),
+                write=bool(mode & OpenMode.INBOUND),
+                read_message=read_message,
+            )
+        except W.PipeBusy as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+            try:
+                wait_named_pipe(name, remaining)
+            except W.SemTimeout:
+                raise W.PipeBusy(f"{exc.strerror} (waited {limit:g} s)") from None
+
+
+def _half_close(conn: PipeConnection) -> None:
+    with contextlib.suppress(OSError):
+        conn.socket.shutdown(socket.SHUT_WR)
+
+
+def _pump(conn: PipeConnection, source: Iterator[bytes], quiet: float | None, out: _Output) -> None:
+    """Send ``source`` (then end our input) while copying the replies to ``out``.
+
+    Reading ends when the server closes or disconnects, or after ``quiet`` seconds
+    without data.
+    """
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            for chunk in source:
+                conn.write(chunk)
+        except W.BrokenPipe:
+            pass  # the server closed first; reading tells the rest
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            _half_close(conn)
+
+    writer = threading.Thread(target=send, name="pipe-writer", daemon=True)
+    if conn.can_write:
+        writer.start()
+    if conn.can_read:
+        as_lines = conn.read_message_mode
+        while True:
+            try:
+                data = conn.recv(timeout=_IDLE if quiet is None else quiet)
+            except W.SemTimeout:
+                if quiet is not None:
+                    break
+                continue
+            except W.BrokenPipe:
+                break
+            out.write(_as_line(data) if as_lines else data)
+    if conn.can_write:
+        writer.join(0.5 if conn.can_read else None)
+    if failure:
+        raise failure[0]
+
+
+def _stdin_chunks(lines: bool) -> Iterator[bytes]:
+    """Stdin in chunks as they come, or line by line (without line endings).
+
+    Reads the file descriptor, not ``sys.stdin``: the reading thread may still be
+    blocked in it when the command ends, and must not hold the buffer's lock then.
+    """
+    fd = sys.stdin.fileno()
+    pending = b""
+    while chunk := os.read(fd, 65536):
+        if not lines:
+            yield chunk
+            continue
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r")
+    if lines and pending:
+        yield pending.removesuffix(b"\r")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group("pipe")
+def pipe_group() -> None:
+    """Named pipes: run a server, send to one, or connect stdin/stdout to one.
+
+    NAME is \\\\.\\pipe\\NAME or just NAME.
+    """
+
+
+@pipe_group.command("serve")
+@click.argument("name")
+@click.option("--message", is_flag=True, help="A message-type pipe (default: byte-type).")
+@click.option("--echo", is_flag=True, help="Send back whatever a client sends.")
+@click.option(
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Run shell command CMD per client (byte pipe) or per message (message pipe); "
+    "its stdin is the client's data, its stdout goes back.",
+)
+@click.option(
+    "--instances",
+    type=click.IntRange(1, 255),
+    metavar="N",
+    default=1,
+    show_default=True,
+    help="Instances, i.e. clients served at once (255 = unlimited).",
+)
+def serve_cmd(name: str, message: bool, echo: bool, command: str | None, instances: int) -> None:
+    """Serve the named pipe NAME until Ctrl-C or SIGTERM.
+
+    Without --echo or --exec, what clients send is printed to stdout (each message of a
+    message pipe on its own line). Status lines go to stderr. Stopping closes every
+    instance, so the pipe disappears with the server.
+    """
+    if echo and command is not None:
+        raise click.UsageError("choose --echo or --exec, not both")
+    server = _Server(name, message, echo, command, instances)
+    old_term = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        server.open()
+    except BaseException:
+        signal.signal(signal.SIGTERM, old_term)
+        raise
+    try:
+        what = "echo" if echo else f"exec {command!r}" if command is not None else "print"
+        note(
+            f"serving {server.instances[0].name}: {'message' if message else 'byte'} pipe, "
+            f"{what}, {instances} instance{'s' if instances > 1 else ''}; Ctrl-C to stop"
+        )
+        server.run()
+    except KeyboardInterrupt:
+        note("stopping")
+    else:
+        if server.failures:
+            raise server.failures[0]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            server.shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+_message_option = click.option(
+    "--message/--byte",
+    "message",
+    default=None,
+    help="Message-read mode (one message out, one reply back) or byte-read mode. "
+    "Default: the pipe's type.",
+)
+_wait_option = click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="When every instance is busy, wait this long for one (WaitNamedPipe). "
+    "Default: the pipe's default time-out (50 ms unless its server chose another).",
+)
+
+
+@pipe_group.command("send")
+@click.argument("name")
+@click.argument("data")
+@_message_option
+@_wait_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop waiting for a reply after this long without data.",
+)
+def send_cmd(
+    name: str, data: str, message: bool | None, wait: float | None, timeout: float
+) -> None:
+    """Connect to NAME, write DATA and print the reply, if any.
+
+    DATA is text (sent as UTF-8), or - to send stdin. In message mode DATA is one message
+    and the reply is one message (TransactNamedPipe). In byte mode the reply is what the
+    server sends until it closes, or until --timeout seconds pass without data.
+    """
+    payload = sys.stdin.buffer.read() if data == "-" else data.encode()
+    out = _Output()
+    with _open_client(name, message, wait) as conn:
+        if conn.read_message_mode and conn.can_read and conn.can_write:
+            try:
+                out.write(conn.transact(payload, conn.max_message_size, timeout))
+            except (W.SemTimeout, W.BrokenPipe) as exc:
+                note(f"no reply: {exc}")
+        else:
+            _pump(conn, iter([payload]), timeout, out)
+    out.finish()
+
+
+@pipe_group.command("cat")
+@click.argument("name")
+@_message_option
+@_wait_option
+def cat_cmd(name: str, message: bool | None, wait: float | None) -> None:
+    """Copy stdin to the pipe NAME and the pipe to stdout, until both ends are done.
+
+    Like socat: at the end of stdin the pipe's sending side is closed, and the command
+    ends when the server closes or disconnects. In message mode each line of stdin is
+    one message, and each message received is printed on its own line.
+    """
+    out = _Output()
+    with _open_client(name, message, wait) as conn:
+        _pump(conn, _stdin_chunks(conn.read_message_mode), None, out)
+    out.finish()

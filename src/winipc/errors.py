@@ -1,0 +1,329 @@
+"""Errors raised by winipc: one tree, each error with its Win32 code.
+
+Every error is a :class:`WinIPCError`, which is an :class:`OSError`; each also subclasses
+the builtin a Python programmer would catch, and carries ``.winerror`` (the Win32 code,
+as ``GetLastError()`` would give it) and ``.funcname`` (the Win32 function it stands for,
+when known)::
+
+    WinIPCError (OSError)                         .winerror, .funcname, .strerror
+    ├── FileNotFound (FileNotFoundError)          2    ERROR_FILE_NOT_FOUND
+    ├── BadNetPath (FileNotFoundError)            53   ERROR_BAD_NETPATH
+    ├── AccessDenied (PermissionError)            5    ERROR_ACCESS_DENIED
+    ├── AlreadyExists (FileExistsError)           183  ERROR_ALREADY_EXISTS
+    ├── InvalidHandle (ValueError)                6    ERROR_INVALID_HANDLE
+    ├── InvalidParameter (ValueError)             87   ERROR_INVALID_PARAMETER
+    ├── InvalidName (ValueError)                  123  ERROR_INVALID_NAME
+    ├── InvalidData (ValueError)                  13   ERROR_INVALID_DATA   (malformed wire data)
+    ├── NotSupported (NotImplementedError)        50   ERROR_NOT_SUPPORTED
+    ├── BrokenPipe (BrokenPipeError)              109  ERROR_BROKEN_PIPE
+    │   ├── PipeClosing (BrokenPipeError)         232  ERROR_NO_DATA        (write to a closing pipe)
+    │   └── PipeNotConnected (BrokenPipeError)    233  ERROR_PIPE_NOT_CONNECTED
+    ├── PipeBusy (BlockingIOError)                231  ERROR_PIPE_BUSY
+    ├── NoData (BlockingIOError)                  232  ERROR_NO_DATA        (non-blocking read, empty pipe)
+    ├── PipeListening (BlockingIOError)           536  ERROR_PIPE_LISTENING (non-blocking connect, no client)
+    ├── MoreData (BufferError)                    234  ERROR_MORE_DATA      (.data holds the part read)
+    ├── InsufficientBuffer (BufferError)          122  ERROR_INSUFFICIENT_BUFFER (mailslot read too small)
+    ├── Timeout (TimeoutError)                    1460 ERROR_TIMEOUT
+    │   ├── SemTimeout (TimeoutError)             121  ERROR_SEM_TIMEOUT
+    │   └── WaitTimeout (TimeoutError)            258  WAIT_TIMEOUT
+    ├── OperationAborted (InterruptedError)       995  ERROR_OPERATION_ABORTED (CancelIo)
+    ├── IoIncomplete (BlockingIOError)            996  ERROR_IO_INCOMPLETE
+    ├── IoPending (BlockingIOError)               997  ERROR_IO_PENDING
+    ├── NotOwner (PermissionError)                288  ERROR_NOT_OWNER
+    ├── TooManyPosts (ValueError)                 298  ERROR_TOO_MANY_POSTS
+    ├── MappedAlignment (ValueError)              1132 ERROR_MAPPED_ALIGNMENT
+    ├── InvalidWindowHandle (ValueError)          1400 ERROR_INVALID_WINDOW_HANDLE
+    └── AbandonedMutex                            735  ERROR_ABANDONED_WAIT_0 (ownership granted)
+
+``from_winerror(code, message)`` builds the right class for a code. The codes themselves
+are the ``ERROR_*`` constants of this module (and of ``winipc.win32.winerror``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+ERROR_SUCCESS = 0
+ERROR_FILE_NOT_FOUND = 2
+ERROR_ACCESS_DENIED = 5
+ERROR_INVALID_HANDLE = 6
+ERROR_INVALID_DATA = 13
+ERROR_NOT_SUPPORTED = 50
+ERROR_BAD_NETPATH = 53
+ERROR_INVALID_PARAMETER = 87
+ERROR_BROKEN_PIPE = 109
+ERROR_SEM_TIMEOUT = 121
+ERROR_INSUFFICIENT_BUFFER = 122
+ERROR_INVALID_NAME = 123
+ERROR_ALREADY_EXISTS = 183
+ERROR_BAD_PIPE = 230
+ERROR_PIPE_BUSY = 231
+ERROR_NO_DATA = 232
+ERROR_PIPE_NOT_CONNECTED = 233
+ERROR_MORE_DATA = 234
+WAIT_TIMEOUT = 258
+ERROR_NOT_OWNER = 288
+ERROR_TOO_MANY_POSTS = 298
+ERROR_PIPE_CONNECTED = 535
+ERROR_ABANDONED_WAIT_0 = 735
+ERROR_PIPE_LISTENING = 536
+ERROR_OPERATION_ABORTED = 995
+ERROR_IO_INCOMPLETE = 996
+ERROR_IO_PENDING = 997
+ERROR_MAPPED_ALIGNMENT = 1132
+ERROR_INVALID_WINDOW_HANDLE = 1400
+ERROR_TIMEOUT = 1460
+
+#: Windows' FormatMessage text for each code winipc uses.
+MESSAGES: dict[int, str] = {
+    ERROR_SUCCESS: "The operation completed successfully.",
+    ERROR_FILE_NOT_FOUND: "The system cannot find the file specified.",
+    ERROR_ACCESS_DENIED: "Access is denied.",
+    ERROR_INVALID_HANDLE: "The handle is invalid.",
+    ERROR_INVALID_DATA: "The data is invalid.",
+    ERROR_NOT_SUPPORTED: "The request is not supported.",
+    ERROR_BAD_NETPATH: "The network path was not found.",
+    ERROR_INVALID_PARAMETER: "The parameter is incorrect.",
+    ERROR_BROKEN_PIPE: "The pipe has been ended.",
+    ERROR_SEM_TIMEOUT: "The semaphore timeout period has expired.",
+    ERROR_INSUFFICIENT_BUFFER: "The data area passed to a system call is too small.",
+    ERROR_INVALID_NAME: "The filename, directory name, or volume label syntax is incorrect.",
+    ERROR_ALREADY_EXISTS: "Cannot create a file when that file already exists.",
+    ERROR_BAD_PIPE: "The pipe state is invalid.",
+    ERROR_PIPE_BUSY: "All pipe instances are busy.",
+    ERROR_NO_DATA: "The pipe is being closed.",
+    ERROR_PIPE_NOT_CONNECTED: "No process is on the other end of the pipe.",
+    ERROR_MORE_DATA: "More data is available.",
+    WAIT_TIMEOUT: "The wait operation timed out.",
+    ERROR_NOT_OWNER: "Attempt to release mutex not owned by caller.",
+    ERROR_TOO_MANY_POSTS: "Too many posts were made to a semaphore.",
+    ERROR_PIPE_CONNECTED: "There is a process on other end of the pipe.",
+    ERROR_ABANDONED_WAIT_0: "The wait operation returned because a mutex was abandoned: its "
+    "owner ended without releasing it.",
+    ERROR_PIPE_LISTENING: "Waiting for a process to open the other end of the pipe.",
+    ERROR_OPERATION_ABORTED: "The I/O operation has been aborted because of either a thread "
+    "exit or an application request.",
+    ERROR_IO_INCOMPLETE: "Overlapped I/O event is not in a signaled state.",
+    ERROR_IO_PENDING: "Overlapped I/O operation is in progress.",
+    ERROR_MAPPED_ALIGNMENT: "The base address or the file offset specified does not have the "
+    "proper alignment.",
+    ERROR_INVALID_WINDOW_HANDLE: "Invalid window handle.",
+    ERROR_TIMEOUT: "This operation returned because the timeout period expired.",
+}
+
+_NAMES: dict[int, str] = {
+    v: k for k, v in list(globals().items()) if k.startswith(("ERROR_", "WAIT_")) and k != "ERROR_SUCCESS"
+}
+
+
+def error_name(code: int) -> str:
+    """The symbolic name of a Win32 code (``231`` -> ``"ERROR_PIPE_BUSY"``)."""
+    return _NAMES.get(code, f"WIN32_{code}")
+
+
+class WinIPCError(OSError):
+    """Base of every winipc error.
+
+    Attributes:
+        winerror: the Win32 error code (``GetLastError()``).
+        funcname: the Win32 function the failing call corresponds to, or ``None``.
+        strerror: the message: what failed, naming the argument or object.
+    """
+
+    winerror_default: ClassVar[int] = 0
+    winerror: int
+    funcname: str | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        winerror: int | None = None,
+        funcname: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        code = self.winerror_default if winerror is None else winerror
+        text = message if message is not None else MESSAGES.get(code, error_name(code))
+        super().__init__(errno, text)
+        self.winerror = code
+        self.funcname = funcname
+
+    def __str__(self) -> str:
+        return f"[WinError {self.winerror} {error_name(self.winerror)}] {self.strerror}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (type(self), self.strerror, self.winerror, self.funcname, self.errno),
+            self.__dict__,
+        )
+
+
+def _rebuild(
+    cls: type[WinIPCError], message: str, winerror: int, funcname: str | None, errno: int | None
+) -> WinIPCError:
+    return cls(message, winerror=winerror, funcname=funcname, errno=errno)
+
+
+class FileNotFound(WinIPCError, FileNotFoundError):
+    winerror_default = ERROR_FILE_NOT_FOUND
+
+
+class BadNetPath(WinIPCError, FileNotFoundError):
+    winerror_default = ERROR_BAD_NETPATH
+
+
+class AccessDenied(WinIPCError, PermissionError):
+    winerror_default = ERROR_ACCESS_DENIED
+
+
+class AlreadyExists(WinIPCError, FileExistsError):
+    winerror_default = ERROR_ALREADY_EXISTS
+
+
+class InvalidHandle(WinIPCError, ValueError):
+    winerror_default = ERROR_INVALID_HANDLE
+
+
+class InvalidParameter(WinIPCError, ValueError):
+    winerror_default = ERROR_INVALID_PARAMETER
+
+
+class InvalidName(WinIPCError, ValueError):
+    winerror_default = ERROR_INVALID_NAME
+
+
+class InvalidData(WinIPCError, ValueError):
+    winerror_default = ERROR_INVALID_DATA
+
+
+class NotSupported(WinIPCError, NotImplementedError):
+    winerror_default = ERROR_NOT_SUPPORTED
+
+
+class BrokenPipe(WinIPCError, BrokenPipeError):
+    winerror_default = ERROR_BROKEN_PIPE
+
+
+class PipeClosing(BrokenPipe):
+    winerror_default = ERROR_NO_DATA
+
+
+class PipeNotConnected(BrokenPipe):
+    winerror_default = ERROR_PIPE_NOT_CONNECTED
+
+
+class PipeBusy(WinIPCError, BlockingIOError):
+    winerror_default = ERROR_PIPE_BUSY
+
+
+class NoData(WinIPCError, BlockingIOError):
+    winerror_default = ERROR_NO_DATA
+
+
+class PipeListening(WinIPCError, BlockingIOError):
+    winerror_default = ERROR_PIPE_LISTENING
+
+
+class MoreData(WinIPCError, BufferError):
+    """A message-mode read filled the buffer before the message ended.
+
+    ``data`` holds the part that was read; the rest comes with the next read.
+    """
+
+    winerror_default = ERROR_MORE_DATA
+
+    def __init__(self, data: bytes = b"", message: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MoreData, (self.data, self.strerror), self.__dict__)
+
+
+class InsufficientBuffer(WinIPCError, BufferError):
+    """A mailslot read's buffer is smaller than the next message; the message stays queued."""
+
+    winerror_default = ERROR_INSUFFICIENT_BUFFER
+
+
+class Timeout(WinIPCError, TimeoutError):
+    winerror_default = ERROR_TIMEOUT
+
+
+class SemTimeout(Timeout):
+    winerror_default = ERROR_SEM_TIMEOUT
+
+
+class WaitTimeout(Timeout):
+    winerror_default = WAIT_TIMEOUT
+
+
+class OperationAborted(WinIPCError, InterruptedError):
+    winerror_default = ERROR_OPERATION_ABORTED
+
+
+class IoIncomplete(WinIPCError, BlockingIOError):
+    winerror_default = ERROR_IO_INCOMPLETE
+
+
+class IoPending(WinIPCError, BlockingIOError):
+    winerror_default = ERROR_IO_PENDING
+
+
+class NotOwner(WinIPCError, PermissionError):
+    winerror_default = ERROR_NOT_OWNER
+
+
+class TooManyPosts(WinIPCError, ValueError):
+    winerror_default = ERROR_TOO_MANY_POSTS
+
+
+class MappedAlignment(WinIPCError, ValueError):
+    winerror_default = ERROR_MAPPED_ALIGNMENT
+
+
+class InvalidWindowHandle(WinIPCError, ValueError):
+    winerror_default = ERROR_INVALID_WINDOW_HANDLE
+
+
+class AbandonedMutex(WinIPCError):
+    """A wait was satisfied by a mutex whose owner ended without releasing it.
+
+    This is a signal, not a failure: the waiting thread now OWNS the mutex (and, for
+    ``wait_all``, every other object) and must release it; the data the mutex guards
+    may be inconsistent. Win32: WAIT_ABANDONED (WAIT_ABANDONED_0 + ``index``).
+
+    Attributes:
+        index: position of the abandoned mutex in the list waited on (0 for one object).
+        mutex: the mutex handle.
+    """
+
+    winerror_default = ERROR_ABANDONED_WAIT_0
+
+    def __init__(self, message: str | None = None, *, index: int = 0, mutex: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.index = index
+        self.mutex = mutex
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.strerror, self.winerror, self.funcname, self.errno),
+                {"index": self.index, "mutex": None})
+
+
+_BY_CODE: dict[int, type[WinIPCError]] = {}
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, WinIPCError) and _cls.winerror_default:
+        _BY_CODE.setdefault(_cls.winerror_default, _cls)
+_BY_CODE[ERROR_NO_DATA] = PipeClosing
+
+
+def from_winerror(code: int, message: str | None = None, funcname: str | None = None) -> WinIPCError:
+    """Build the error class that stands for a Win32 code (``WinIPCError`` if none does)."""
+    cls = _BY_CODE.get(code, WinIPCError)
+    if cls is MoreData:
+        return MoreData(b"", message, winerror=code, funcname=funcname)
+    return cls(message, winerror=code, funcname=funcname)
+
+
+__all__ = [name for name in list(globals()) if not name.startswith("_")]

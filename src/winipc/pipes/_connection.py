@@ -1,0 +1,652 @@
+"""One connected end of a named pipe: reads, writes, peek, transact, flush, handles.
+
+Byte-type pipes carry raw bytes on an AF_UNIX stream socket (a plain Unix program can be
+the peer). Message-type pipes frame each message (``winipc._wire.framing``). The server
+signals ``DisconnectNamedPipe`` with one out-of-band byte before it closes, so a client
+can tell ERROR_PIPE_NOT_CONNECTED (disconnected) from ERROR_BROKEN_PIPE (server closed):
+clients therefore ``poll`` before each read, which also gives timeouts and CancelIo.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from winipc import errors as W
+from winipc._backends import os_backend as B
+from winipc._backends.errors import translate
+from winipc._core.handles import Handle, export_handle, import_handle
+from winipc._wire import framing
+
+_CHUNK = 65536
+_HEAD_READ = 4096  # a header read takes a small message whole, and little of a big one
+_PEEK_LIMIT = 4 * 1024 * 1024
+_OOB_MARK = b"D"
+_HAS_OOB = B.LINUX and hasattr(socket, "MSG_OOB")
+_POLLPRI = getattr(select, "POLLPRI", 0)
+
+
+@dataclass(frozen=True)
+class PeekResult:
+    """What :meth:`PipeConnection.peek` saw (Win32: PeekNamedPipe).
+
+    Attributes:
+        data: up to the requested number of bytes (of the next message, in message-read
+            mode), not removed from the pipe.
+        total_available: payload bytes waiting in the pipe.
+        left_this_message: bytes of the next message not included in ``data`` (0 for
+            byte-type pipes).
+    """
+
+    data: bytes
+    total_available: int
+    left_this_message: int
+
+
+class ConnectedEnd(Handle):
+    """What the sync and asyncio connections share: the socket, peer, and read mode."""
+
+    _sock: socket.socket
+    name: str
+    message_type: bool
+    read_message_mode: bool
+
+    @property
+    def peer(self) -> B.PeerCredentials:
+        """Process id, user id and group id of the other end (SO_PEERCRED)."""
+        self._check_open()
+        return B.peer_credentials(self._sock)
+
+    @property
+    def peer_pid(self) -> int:
+        """Win32: GetNamedPipeClientProcessId / GetNamedPipeServerProcessId."""
+        return self.peer.pid
+
+    def set_read_mode(self, message: bool) -> None:
+        """Switch between byte-read and message-read mode (SetNamedPipeHandleState).
+
+        Raises:
+            InvalidParameter: message-read mode on a byte-type pipe.
+        """
+        self._check_open()
+        if message and not self.message_type:
+            raise W.InvalidParameter("message-read mode needs a message-type pipe (PIPE_TYPE_MESSAGE)")
+        self.read_message_mode = message
+
+
+class PipeConnection(ConnectedEnd):
+    """A connected pipe end (client handle or the I/O side of a server instance).
+
+    Reads and writes raise typed errors: :class:`~winipc.errors.BrokenPipe` (109) once
+    the peer closed and every byte it sent was read, :class:`~winipc.errors.PipeClosing`
+    (232) writing to a closed peer, :class:`~winipc.errors.PipeNotConnected` (233) after
+    the server disconnected this client.
+    """
+
+    kind = "pipe-connection"
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        name: str,
+        message_type: bool,
+        can_read: bool = True,
+        can_write: bool = True,
+        is_client: bool,
+        max_message_size: int = 256 * 1024 * 1024,
+    ) -> None:
+        self._sock = sock
+        self.name = name
+        self.message_type = message_type
+        self.read_message_mode = False
+        self.nowait = False
+        self.can_read = can_read
+        self.can_write = can_write
+        self.is_client = is_client
+        self.max_message_size = max_message_size
+        self._rbuf = bytearray()
+        self._in_msg = False
+        self._msg_left = 0
+        self._msg_total = 0
+        self._disconnected = False
+        self._eof = False
+        self._cancel_r, self._cancel_w = os.pipe()
+        os.set_blocking(self._cancel_r, False)
+        self._waiting = 0  # calls blocked in a wait that cancel_io can abort
+        self._marks = 0  # cancel marks written and not yet taken
+        self._pollc: tuple[int, Any] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+    def _fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _close(self) -> None:
+        try:
+            os.write(self._cancel_w, b"x")  # wake a wait blocked in another thread
+        except OSError:
+            pass
+        try:
+            self._sock.close()
+        finally:
+            B.close_fd(self._cancel_r)
+            B.close_fd(self._cancel_w)
+
+    @property
+    def socket(self) -> socket.socket:
+        """The socket underneath (for selectors; do not read or write it directly)."""
+        self._check_open()
+        return self._sock
+
+    def _wait_ready(self) -> bool:
+        """Data already taken off the socket (by peek or a short read) is waiting too."""
+        return bool(self._rbuf)
+
+    def set_nowait(self, nowait: bool) -> None:
+        """PIPE_NOWAIT: reads on an empty pipe fail at once with ERROR_NO_DATA."""
+        self._check_open()
+        self.nowait = nowait
+
+    def cancel_io(self) -> bool:
+        """Abort the reads and waits blocked on this handle in other threads (CancelIoEx).
+
+        Each blocked call raises :class:`~winipc.errors.OperationAborted` (995).
+
+        Returns:
+            False when nothing was pending (Windows' ERROR_NOT_FOUND); nothing is then
+            left behind to abort a later call.
+        """
+        if self._closed or not self._waiting:
+            return False
+        self._marks += self._waiting
+        os.write(self._cancel_w, b"x" * self._waiting)
+        return True
+
+    def _begin_wait(self) -> None:
+        """Count a blocked call; a mark meant for calls that have ended is dropped first."""
+        if not self._waiting and self._marks:
+            self._marks = 0
+            try:
+                while os.read(self._cancel_r, 4096):
+                    pass
+            except OSError:
+                pass
+        self._waiting += 1
+
+    def _drain_cancel(self) -> None:
+        """Consume this waiter's cancel mark (one byte each, so every waiter wakes)."""
+        try:
+            os.read(self._cancel_r, 1)
+            self._marks = max(0, self._marks - 1)
+        except OSError:  # taken by a racing waiter, or closed by close() in another thread
+            pass
+
+    # ------------------------------------------------------------------ receive
+    def _disconnect_pending(self) -> bool:
+        if not self.is_client or not _HAS_OOB or self._disconnected:
+            return self._disconnected
+        try:
+            if self._sock.recv(1, socket.MSG_OOB | socket.MSG_DONTWAIT) == _OOB_MARK:
+                self._disconnected = True
+                self._rbuf.clear()
+        except OSError:
+            pass
+        return self._disconnected
+
+    def _raise_gone(self, writing: bool = False) -> None:
+        if self._disconnect_pending():
+            raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+        if writing:
+            raise W.PipeClosing(f"{self.name}: the other end has closed the pipe")
+        raise W.BrokenPipe(f"{self.name}: the other end has closed the pipe")
+
+    def _wait(self, timeout: float | None) -> None:
+        """Block until readable, a disconnect mark, cancel or timeout (client/timed path)."""
+        sock_fd = self._sock.fileno()
+        cached = self._pollc
+        if cached is None or cached[0] != sock_fd:
+            poller = select.poll()
+            poller.register(sock_fd, select.POLLIN | _POLLPRI)
+            poller.register(self._cancel_r, select.POLLIN)
+            self._pollc = cached = (sock_fd, poller)
+        poller = cached[1]
+        if timeout is None:  # the common case: one ready socket, nothing else
+            self._begin_wait()
+            try:
+                events = poller.poll()
+            finally:
+                self._waiting -= 1
+            if len(events) == 1 and events[0][0] == sock_fd and events[0][1] == select.POLLIN:
+                return
+            self._check_events(events)
+            if events:
+                return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._begin_wait()
+        try:
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                events = poller.poll(None if remaining is None else remaining * 1000)
+                self._check_events(events)
+                if events:
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise W.SemTimeout(f"{self.name}: no data within {timeout} s")
+        finally:
+            self._waiting -= 1
+
+    def _check_events(self, events: list[tuple[int, int]]) -> None:
+        for fd, ev in events:
+            if fd == self._cancel_r:
+                self._drain_cancel()
+                raise W.OperationAborted(f"{self.name}: the I/O operation was cancelled")
+            if ev & _POLLPRI and self._disconnect_pending():
+                raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+
+    def _recv(self, size: int, timeout: float | None) -> bytes:
+        """Receive 1..``size`` bytes; raise the pipe's error otherwise.
+
+        It polls first: for cancel_io and the timeout, and on a client because a read
+        that starts at the disconnect mark would silently drop it.
+        """
+        if self._disconnected:
+            raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+        if self._eof:
+            self._raise_gone()
+        sock = self._sock
+        try:
+            if self.nowait:
+                if self._disconnect_pending():
+                    raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+                data = sock.recv(size, socket.MSG_DONTWAIT)
+            else:
+                self._wait(timeout)
+                data = sock.recv(size)
+        except BlockingIOError:
+            if self._disconnect_pending():
+                raise W.PipeNotConnected(f"{self.name}: the server disconnected this client") from None
+            raise W.NoData(f"{self.name}: no data is waiting (PIPE_NOWAIT)") from None
+        except W.WinIPCError:
+            raise
+        except OSError as exc:
+            if self._disconnect_pending():
+                raise W.PipeNotConnected(f"{self.name}: the server disconnected this client") from None
+            raise translate(exc, "read", self.name) from None
+        if not data:
+            self._eof = True
+            self._raise_gone()
+        return data
+
+    def _fill(self, timeout: float | None) -> None:
+        """Append at least one more byte to the read buffer (a frame header, mostly)."""
+        self._rbuf += self._recv(_HEAD_READ, timeout)
+
+    def _take(self, n: int) -> bytes:
+        with memoryview(self._rbuf) as view:
+            data = bytes(view[:n])
+        del self._rbuf[:n]
+        return data
+
+    def _read_exact(self, n: int, timeout: float | None) -> bytes:
+        """Exactly ``n`` bytes: what is buffered, then straight from the socket."""
+        if len(self._rbuf) >= n:
+            return self._take(n)
+        parts = []
+        have = len(self._rbuf)
+        if have:
+            parts.append(bytes(self._rbuf))
+            self._rbuf.clear()
+        while have < n:
+            chunk = self._recv(n - have, timeout)
+            parts.append(chunk)
+            have += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _start_message(self, timeout: float | None) -> None:
+        """Read the next frame header (control frames are refused here)."""
+        while len(self._rbuf) < framing.HEADER_SIZE:
+            self._fill(timeout)
+        try:
+            control, length = framing.parse_header(
+                self._rbuf[: framing.HEADER_SIZE], self.max_message_size
+            )
+        except W.InvalidData:
+            self._eof = True
+            raise
+        if control:
+            raise W.InvalidData(
+                f"{self.name}: the peer sent a handle here; receive it with recv_handle()"
+            )
+        del self._rbuf[: framing.HEADER_SIZE]
+        self._in_msg, self._msg_left, self._msg_total = True, length, length
+
+    def _check_read(self) -> None:
+        self._check_open()
+        if not self.can_read:
+            raise W.AccessDenied(f"{self.name}: this end of the pipe was not opened for reading")
+
+    def read(self, size: int, timeout: float | None = None) -> bytes:
+        """Read up to ``size`` bytes (Win32: ReadFile).
+
+        Byte-read mode returns what is there (at least one byte), within one message on
+        a message-type pipe. Message-read mode returns the next message, or its next
+        part when it is longer than ``size``.
+
+        Args:
+            size: most bytes to return, >= 0.
+            timeout: seconds to wait for data; None waits forever.
+
+        Raises:
+            MoreData: (234) message-read mode, the message is longer than ``size``: the
+                error's ``.data`` holds this part; the next read returns the rest.
+            NoData: (232) PIPE_NOWAIT and the pipe is empty.
+            SemTimeout: (121) nothing arrived within ``timeout``.
+            BrokenPipe / PipeNotConnected: the other end closed or disconnected.
+        """
+        self._check_read()
+        if not isinstance(size, int) or size < 0:
+            raise W.InvalidParameter(f"size must be an int >= 0, not {size!r}")
+        with self._lock:
+            if not self.message_type:
+                if not self._rbuf:
+                    return self._recv(size, timeout) if size else b""
+                return self._take(min(size, len(self._rbuf)))
+            if not self._in_msg:
+                self._start_message(timeout)
+            n = min(size, self._msg_left)
+            if not self.read_message_mode and n > len(self._rbuf) and self._rbuf:
+                n = len(self._rbuf)  # byte-read mode: what is there, within this message
+            data = self._read_exact(n, timeout) if n else b""
+            self._msg_left -= n
+            if self._msg_left == 0:
+                self._in_msg = False
+            elif self.read_message_mode:
+                raise W.MoreData(data, f"{self.name}: {self._msg_left} more bytes in this message")
+            return data
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Receive one whole message (message-type pipes) or what is there (byte-type).
+
+        On a byte-type pipe this returns between 1 and 65536 bytes. Raises as :meth:`read`.
+        """
+        self._check_read()
+        if not self.message_type:
+            return self.read(_CHUNK, timeout)
+        with self._lock:
+            if not self._in_msg:
+                if not self._rbuf:
+                    # fast path: one read brings a small message whole
+                    chunk = self._recv(_HEAD_READ, timeout)
+                    if len(chunk) >= framing.HEADER_SIZE:
+                        (word,) = framing.HEADER.unpack_from(chunk)
+                        if word == len(chunk) - framing.HEADER_SIZE and word <= self.max_message_size:
+                            return chunk[framing.HEADER_SIZE :]
+                    self._rbuf += chunk
+                self._start_message(timeout)
+            data = self._read_exact(self._msg_left, timeout)
+            self._msg_left = 0
+            self._in_msg = False
+            return data
+
+    def read_exact(self, size: int, timeout: float | None = None) -> bytes:
+        """Read exactly ``size`` bytes of a byte-type pipe (loops over :meth:`read`)."""
+        self._check_read()
+        if self.message_type:
+            raise W.InvalidParameter("read_exact is for byte-type pipes; use recv()")
+        with self._lock:
+            return self._read_exact(size, timeout)
+
+    def peek(self, size: int = 0) -> PeekResult:
+        """Look at waiting data without removing it (Win32: PeekNamedPipe); never blocks.
+
+        Raises:
+            BrokenPipe / PipeNotConnected: the other end is gone and nothing is left.
+        """
+        self._check_read()
+        with self._lock:
+            self._pull_available()
+            if not self.message_type:
+                data = bytes(self._rbuf[:size])
+                return PeekResult(data, len(self._rbuf), 0)
+            total, pos = 0, 0
+            in_msg, left = self._in_msg, self._msg_left
+            first_len: int | None = None
+            first_data = b""
+            buf = self._rbuf
+            while True:
+                if not in_msg:
+                    if len(buf) - pos < framing.HEADER_SIZE:
+                        break
+                    control, length = framing.parse_header(
+                        buf[pos : pos + framing.HEADER_SIZE], self.max_message_size
+                    )
+                    pos += framing.HEADER_SIZE
+                    if control:
+                        pos += length
+                        continue
+                    in_msg, left = True, length
+                chunk = min(left, len(buf) - pos)
+                if first_len is None:
+                    first_len = left
+                    first_data = bytes(buf[pos : pos + min(size, chunk)])
+                total += chunk
+                pos += chunk
+                if chunk < left:
+                    break
+                in_msg = False
+            if first_len is None and self._eof:
+                self._raise_gone()
+            left_msg = 0 if first_len is None else first_len - len(first_data)
+            return PeekResult(first_data, total, left_msg)
+
+    def _pull_available(self) -> None:
+        if self._disconnect_pending():
+            raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+        while not self._eof and len(self._rbuf) < _PEEK_LIMIT:
+            try:
+                chunk = self._sock.recv(_CHUNK, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                raise translate(exc, "read", self.name) from None
+            if not chunk:
+                self._eof = True
+                if self._disconnect_pending():
+                    raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+                if not self._rbuf:
+                    self._raise_gone()
+                return
+            self._rbuf += chunk
+
+    # ------------------------------------------------------------------ send
+    def _check_write(self) -> None:
+        self._check_open()
+        if not self.can_write:
+            raise W.AccessDenied(f"{self.name}: this end of the pipe was not opened for writing")
+        if self._disconnected:
+            raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
+
+    def _sendall(self, parts: list[bytes | memoryview]) -> None:
+        try:
+            if len(parts) == 1:
+                self._sock.sendall(parts[0])
+                return
+            views = [memoryview(p).cast("B") for p in parts]
+            while views:
+                sent = self._sock.sendmsg(views)
+                while views and sent >= len(views[0]):
+                    sent -= len(views[0])
+                    views.pop(0)
+                if views and sent:
+                    views[0] = views[0][sent:]
+        except OSError as exc:
+            if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                self._raise_gone(writing=True)
+            raise translate(exc, "write", self.name) from None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` (Win32: WriteFile): all of it, as one message on a message pipe.
+
+        Returns:
+            The number of bytes written (``len(data)``).
+
+        Raises:
+            InvalidParameter: a message longer than 2**31 - 1 bytes.
+            PipeClosing: (232) the other end has closed.
+            PipeNotConnected: (233) the server disconnected this client.
+        """
+        self._check_write()
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if self.message_type:
+            if n > framing.MAX_MESSAGE:
+                raise W.InvalidParameter(f"message is {n} bytes; the limit is {framing.MAX_MESSAGE}")
+            header = framing.HEADER.pack(n)
+            if n <= 4096:
+                self._sendall([header + view])
+            else:
+                self._sendall([header, view])
+        elif n:
+            self._sendall([view])
+        return n
+
+    send = write
+
+    def transact(self, data: bytes, size: int = 65536, timeout: float | None = None) -> bytes:
+        """Write one message and read the reply (Win32: TransactNamedPipe).
+
+        Raises:
+            BadPipe-like InvalidParameter: the handle is not in message-read mode.
+            MoreData: the reply is longer than ``size`` (``.data`` holds the part).
+        """
+        self._check_open()
+        if not (self.message_type and self.read_message_mode):
+            raise W.WinIPCError(
+                f"{self.name}: TransactNamedPipe needs a message pipe in message-read mode",
+                winerror=W.ERROR_BAD_PIPE,
+            )
+        self.write(data)
+        return self.read(size, timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the other end has read everything written (FlushFileBuffers).
+
+        Raises:
+            BrokenPipe: the other end closed before reading it all.
+            SemTimeout: not read within ``timeout``.
+        """
+        self._check_open()
+        import fcntl
+        import termios
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0001
+        while True:
+            try:
+                left = int.from_bytes(
+                    fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), "little"
+                )
+            except OSError as exc:
+                raise translate(exc, "flush", self.name) from None
+            if left == 0:
+                return
+            if self._peer_gone():
+                self._raise_gone(writing=True)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise W.SemTimeout(f"{self.name}: {left} bytes still unread after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def _peer_gone(self) -> bool:
+        p = select.poll()
+        p.register(self._sock, select.POLLOUT)
+        return any(ev & (select.POLLHUP | select.POLLERR) for _fd, ev in p.poll(0))
+
+    # ------------------------------------------------------------------ handles
+    def send_handle(self, handle: Handle) -> None:
+        """Duplicate ``handle`` into the process at the other end (DuplicateHandle).
+
+        The receiver gets an equivalent, independent handle from :meth:`recv_handle`.
+        Closing either copy leaves the other open.
+        """
+        self._check_write()
+        import msgpack  # imported here: a client that never passes handles needs only stdlib
+
+        fds, desc = export_handle(handle)
+        frame = framing.control_frame(framing.CONTROL_HANDLE, msgpack.packb(desc))
+        with self._lock:
+            try:
+                B.send_fds(self._sock, frame, fds)
+            except W.BrokenPipe:
+                self._raise_gone(writing=True)
+
+    def recv_handle(self, timeout: float | None = None) -> Handle:
+        """Receive a handle sent with :meth:`send_handle` (must be next in the pipe).
+
+        Raises:
+            InvalidData: the next thing in the pipe is not a handle, or is malformed.
+        """
+        import msgpack
+
+        self._check_read()
+        with self._lock:
+            if self._rbuf or self._in_msg:
+                raise W.InvalidData(f"{self.name}: data is waiting before any handle")
+            self._wait(timeout)
+            data, fds = B.recv_fds(self._sock, framing.HEADER_SIZE, 16)
+            if not data:
+                self._eof = True
+                self._raise_gone()
+            buf = bytearray(data)
+            try:
+                while len(buf) < framing.HEADER_SIZE:
+                    more = self._sock.recv(framing.HEADER_SIZE - len(buf))
+                    if not more:
+                        raise W.InvalidData("truncated handle frame")
+                    buf += more
+                control, length = framing.parse_header(buf, 64 * 1024)
+                if not control or not fds:
+                    raise W.InvalidData(f"{self.name}: expected a handle, got data")
+                body = self._read_exact(length, timeout)
+                if body[0] != framing.CONTROL_HANDLE:
+                    raise W.InvalidData(f"{self.name}: unknown control frame {body[0]}")
+                desc: Any = msgpack.unpackb(body[1:], raw=False, strict_map_key=True)
+            except BaseException:
+                for fd in fds:
+                    B.close_fd(fd)
+                raise
+            return import_handle(fds, desc)
+
+    def _export(self) -> tuple[list[int], dict[str, Any]]:
+        return [self._sock.fileno()], {
+            "name": self.name,
+            "message_type": self.message_type,
+            "read_message_mode": self.read_message_mode,
+            "can_read": self.can_read,
+            "can_write": self.can_write,
+            "is_client": self.is_client,
+            "max_message_size": self.max_message_size,
+        }
+
+    @classmethod
+    def _import(cls, fds: list[int], meta: dict[str, Any]) -> PipeConnection:
+        sock = socket.socket(fileno=os.dup(fds[0]))
+        os.close(fds[0])
+        conn = cls(
+            sock,
+            name=str(meta["name"]),
+            message_type=bool(meta["message_type"]),
+            can_read=bool(meta["can_read"]),
+            can_write=bool(meta["can_write"]),
+            is_client=bool(meta["is_client"]),
+            max_message_size=int(meta["max_message_size"]),
+        )
+        conn.read_message_mode = bool(meta["read_message_mode"]) and conn.message_type
+        return conn
