@@ -123,14 +123,18 @@ def test_owner_thread_exit_abandons_to_next_waiter() -> None:
 
 def test_owner_thread_exit_wakes_a_blocked_waiter_thread_and_process() -> None:
     m = Mutex(r"Local\thrw")
-    owner_may_end = threading.Event()
+    owned, owner_may_end = threading.Event(), threading.Event()
 
     def own_then_end() -> None:
         m.acquire()
+        owned.set()
         owner_may_end.wait(20)
 
     owner = in_thread(own_then_end)
-    until(lambda: in_thread(m.acquire, 0).join() is False, what="the owner thread owns it")
+    # wait for the owner thread itself: a probing acquire(0) from another thread could
+    # win the mutex first and end owning it (a real abandonment, not the one under test)
+    assert owned.wait(20), "the owner thread did not get the mutex"
+    assert in_thread(m.acquire, 0).join() is False  # another thread sees it owned
     with Worker() as w:
         w.call("open", cls="Mutex", id="m", args=[r"Local\thrw"])
         w.send("call", id="m", method="acquire", args=[20])
