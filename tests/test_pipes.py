@@ -121,7 +121,7 @@ def test_server_killed_mid_message_gives_typed_error_and_name_is_reclaimed() -> 
     server = r"""
 import sys, time, struct
 from winipc import pipes
-inst = pipes.PipeInstance(sys.argv[1], message=True)
+inst = pipes.PipeInstance(sys.argv[1], message=True, fast_path=False)  # the socket format
 print("ready", flush=True)
 inst.connect()
 inst.socket.sendall(struct.pack("<I", 1 << 20) + b"x" * 1000)   # half a message

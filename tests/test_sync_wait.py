@@ -26,7 +26,9 @@ def _sleeper() -> winipc.Process:
 
 
 def _readable(conn: pipes.PipeConnection) -> bool:
-    """Data waits in the socket (looked at without reading, so nothing is buffered)."""
+    """Data waits in the socket or the fast path's ring (looked at without reading)."""
+    if conn.fast_path:
+        return bool(conn._ring.readable())
     return bool(select.select([conn.fileno()], [], [], 0)[0])
 
 

@@ -507,15 +507,20 @@ def listen_unix(
     return sock
 
 
-def connect_unix(path: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
+def connect_unix(
+    path: str, kind: int = socket.SOCK_STREAM, sock: socket.socket | None = None
+) -> socket.socket:
     """Connect without waiting for room in the listener's queue.
+
+    ``sock``: an unconnected socket to use (bound already, say); closed on failure.
 
     Raises:
         PipeBusy: the listener's queue is full or it stopped listening.
         FileNotFound: nothing listens at ``path``.
         AccessDenied: the file mode refuses us.
     """
-    sock = socket.socket(socket.AF_UNIX, kind)
+    if sock is None:
+        sock = socket.socket(socket.AF_UNIX, kind)
     sock.setblocking(False)
     try:
         with _short_path(path) as p:

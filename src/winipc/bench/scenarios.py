@@ -14,7 +14,7 @@ import socket
 from multiprocessing.connection import Client, Connection, Listener
 
 import winipc.pipes
-from winipc.bench.registry import Buffer, Endpoint, Scenario, Setup, register
+from winipc.bench.registry import RTT, Buffer, Endpoint, Scenario, Setup, register
 
 
 # --------------------------------------------------------------------------- winipc pipes
@@ -33,19 +33,52 @@ class _PipeEndpoint:
             return self._conn.recv()
         return self._conn.read_exact(size)
 
+    def send_many(self, units: list[Buffer]) -> None:
+        self._conn.send_many(units)
+
+    def recv_many(self, max_count: int) -> list[bytes]:
+        if self._message:
+            return self._conn.recv_many(max_count)
+        raise NotImplementedError("a byte pipe has no message boundaries")
+
     def close(self) -> None:
         self._conn.close()
 
 
+class _FastEndpoint(_PipeEndpoint):
+    """Message mode on the shared-memory fast path; receives into the caller's buffer."""
+
+    def recv_into(self, buffer: memoryview) -> int:
+        return self._conn.recv_into(buffer)
+
+
+class _ZeroCopyEndpoint(_PipeEndpoint):
+    """Message mode on the fast path: ``send_buffer`` to write, ``recv_view`` to read.
+
+    A received view keeps its ring space until it is dropped; the round trip drops each
+    echo's view once the batch is checked, the echo side right after sending it back.
+    """
+
+    def send(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        with self._conn.send_buffer(view.nbytes) as buf:
+            buf[:] = view
+
+    def recv(self, size: int) -> Buffer:
+        return self._conn.recv_view()
+
+
 class _PipeListening:
-    def __init__(self, name: str, message: bool) -> None:
+    def __init__(self, name: str, scenario: NamedPipeScenario) -> None:
         self.address = name
-        self._message = message
-        self._inst = winipc.pipes.PipeInstance(name, message=message, max_instances=1)
+        self._sc = scenario
+        self._inst = winipc.pipes.PipeInstance(
+            name, message=scenario.message, max_instances=1, fast_path=scenario.fast
+        )
 
     def accept(self, timeout: float | None) -> Endpoint:
         self._inst.connect(timeout=timeout)
-        return _PipeEndpoint(self._inst, self._message)
+        return self._sc.endpoint(self._inst)
 
     def close(self) -> None:
         self._inst.close()
@@ -57,27 +90,69 @@ class NamedPipeScenario(Scenario):
     Args:
         message: PIPE_TYPE_MESSAGE (``send`` / ``recv`` of whole messages) instead of a
             byte stream (``write`` / ``read_exact``).
+        variant: ``"socket"`` (payloads on the AF_UNIX socket: the fast path is off),
+            ``"fast"`` (the shared-memory fast path, spinning as it decides: only when
+            a spare core exists), ``"fast-nospin"`` (the fast path, never spinning) or
+            ``"zerocopy"`` (the fast path with ``send_buffer`` / ``recv_view``).
     """
 
-    def __init__(self, message: bool) -> None:
+    def __init__(self, message: bool, variant: str = "socket") -> None:
         self.message = message
+        self.variant = variant
+        self.fast = variant != "socket"
         mode = "message" if message else "byte"
-        self.name = f"winipc-pipe-{mode}"
-        self.mechanism = f"winipc named pipe, {mode} mode"
-        self.description = (
-            "PipeInstance(message=True) in the worker, connect(read_message=True) in the runner; "
-            "send()/recv() of whole messages"
-            if message
-            else "PipeInstance() in the worker, connect() in the runner; write() of chunks, "
-            "read_exact(size) per chunk"
-        )
+        if variant == "socket":
+            self.name = f"winipc-pipe-{mode}"
+            self.mechanism = f"winipc named pipe, {mode} mode, on the socket"
+        else:
+            self.name = f"winipc-pipe-{variant}"
+            self.mechanism = {
+                "fast": "winipc named pipe, shared-memory fast path",
+                "fast-nospin": "winipc named pipe, fast path, never spinning",
+                "zerocopy": "winipc named pipe, fast path, zero-copy send_buffer/recv_view",
+            }[variant]
+        if variant == "zerocopy":
+            # a receiver that keeps a round of views would hold the whole ring
+            self.kinds = frozenset({RTT})
+        if variant == "socket":
+            self.description = (
+                "PipeInstance(message=True, fast_path=False) in the worker, connect(read_message=True, "
+                "fast_path=False) in the runner; send()/recv() of whole messages"
+                if message
+                else "PipeInstance(fast_path=False) in the worker, connect(fast_path=False) in the "
+                "runner; write() of chunks, read_exact(size) per chunk"
+            )
+        else:
+            self.description = {
+                "fast": "message pipe on the fast path (default spin policy); write()/recv(), "
+                "recv_into() for throughput, send_many()/recv_many() for message rates",
+                "fast-nospin": "as winipc-pipe-fast with spin_time = 0 on both ends",
+                "zerocopy": "message pipe on the fast path; send_buffer() to write, recv_view() to "
+                "read (round trips only)",
+            }[variant]
+
+    def unavailable(self) -> str | None:
+        from winipc.pipes import _fast
+
+        if self.fast and not _fast.enabled(None):
+            return "the fast path is off (WINIPC_FASTPATH=0) or its extension (winipc._native._ring) is not built"
+        return None
+
+    def endpoint(self, conn: winipc.pipes.PipeConnection) -> Endpoint:
+        if self.fast:
+            if not conn.fast_path:
+                raise RuntimeError(f"{self.name}: the connection did not take the fast path")
+            if self.variant == "fast-nospin":
+                conn.spin_time = 0.0
+        cls = {"fast": _FastEndpoint, "fast-nospin": _FastEndpoint, "zerocopy": _ZeroCopyEndpoint}
+        return cls.get(self.variant, _PipeEndpoint)(conn, self.message)
 
     def serve(self, setup: Setup) -> _PipeListening:
-        return _PipeListening(f"\\\\.\\pipe\\winipc-bench-{setup.tag}-{self.name}", self.message)
+        return _PipeListening(f"\\\\.\\pipe\\winipc-bench-{setup.tag}-{self.name}", self)
 
     def connect(self, address: str, setup: Setup) -> Endpoint:
-        conn = winipc.pipes.connect(address, read_message=self.message)
-        return _PipeEndpoint(conn, self.message)
+        conn = winipc.pipes.connect(address, read_message=self.message, fast_path=self.fast)
+        return self.endpoint(conn)
 
 
 # --------------------------------------------------------------------------- AF_UNIX stream
@@ -200,5 +275,8 @@ class MultiprocessingScenario(Scenario):
 
 PIPE_BYTE = register(NamedPipeScenario(message=False))
 PIPE_MESSAGE = register(NamedPipeScenario(message=True))
+PIPE_FAST = register(NamedPipeScenario(message=True, variant="fast"))
+PIPE_FAST_NOSPIN = register(NamedPipeScenario(message=True, variant="fast-nospin"))
+PIPE_ZEROCOPY = register(NamedPipeScenario(message=True, variant="zerocopy"))
 AF_UNIX_STREAM = register(UnixSocketScenario())
 MP_PIPE = register(MultiprocessingScenario())

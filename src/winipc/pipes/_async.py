@@ -230,7 +230,9 @@ class AsyncPipeConnection(ConnectedEnd):
         delay = 0.0005
         while True:
             try:
-                sync = connect(name, read=read, write=write, expect_server_uid=expect_server_uid)
+                sync = connect(
+                    name, read=read, write=write, expect_server_uid=expect_server_uid, fast_path=False
+                )
                 break
             except W.PipeBusy:
                 now = loop.time()

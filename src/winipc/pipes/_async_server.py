@@ -170,7 +170,9 @@ class AsyncPipeServer:
         if self._started:
             return
         self._all_done = asyncio.Event()
-        inst = PipeInstance(self.name, first_instance=self._first_instance, **self._options)
+        inst = PipeInstance(
+            self.name, first_instance=self._first_instance, fast_path=False, **self._options
+        )
         self.name = inst.name
         self._started = True
         self._spawn(inst)
@@ -276,7 +278,7 @@ class AsyncPipeServer:
             if sum(1 for s in self._slots.values() if not s.busy) >= self.listeners:
                 return
             try:
-                inst = PipeInstance(self.name, **self._options)
+                inst = PipeInstance(self.name, fast_path=False, **self._options)
             except W.PipeBusy:
                 return  # other processes hold the remaining instances
             except W.WinIPCError as exc:

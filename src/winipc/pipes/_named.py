@@ -20,10 +20,12 @@ from typing import Any
 
 from winipc import errors as W
 from winipc._backends import os_backend as B
+from winipc._backends.errors import translate
 from winipc._core import namespace
 from winipc._core.names import ObjectName, pipe_name
 from winipc._core.security import Access, SecurityAttributes
 from winipc._core.timeouts import seconds
+from winipc.pipes import _fast
 from winipc.pipes._connection import PipeConnection
 
 _instance_ids = itertools.count()
@@ -107,6 +109,7 @@ class PipeInstance(PipeConnection):
         reject_remote_clients: bool = True,
         nowait: bool = False,
         max_message_size: int = MAX_MESSAGE_DEFAULT,
+        fast_path: bool | None = None,
     ) -> None:
         self._closed = True
         oname = pipe_name(name)
@@ -159,7 +162,10 @@ class PipeInstance(PipeConnection):
         self.default_timeout = float(ref.record.attrs["default_timeout"])
         self.out_buffer_size = out_buffer_size
         self.in_buffer_size = in_buffer_size
-        self._slot_name = f"{os.getpid()}.{next(_instance_ids)}.sock"
+        self._fast_ok = _fast.enabled(fast_path)
+        suffix = _fast.SLOT_SUFFIX if self._fast_ok else ".sock"
+        self._slot_name = f"{os.getpid()}.{next(_instance_ids)}{suffix}"
+        self._offered: tuple[int, Any] | None = None
         self._listener: socket.socket | None = None
         self._state = _State.DISCONNECTED
         placeholder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -317,7 +323,7 @@ class PipeInstance(PipeConnection):
             pass
         listener.setblocking(False)
         try:
-            conn, _addr = listener.accept()
+            conn, addr = listener.accept()
         except BlockingIOError:
             conn = None
         except OSError as exc:
@@ -331,6 +337,17 @@ class PipeInstance(PipeConnection):
         if not self._security.check(self._owner, cred.uid, cred.gid, self._wanted_rights()):
             conn.close()  # refused before reading a byte
             return None
+        if self._fast_ok and _fast.is_offer(addr):
+            fd = -1
+            try:
+                fd = _fast.receive_offer(conn)
+                ring = _fast.endpoint(fd, 0, conn, self.max_message_size)
+            except W.InvalidData:
+                if fd >= 0:
+                    os.close(fd)
+                conn.close()  # no region, or a hostile or broken one: not served
+                return None
+            self._offered = (fd, ring)
         return conn
 
     def _attach(self, conn: socket.socket) -> None:
@@ -352,6 +369,9 @@ class PipeInstance(PipeConnection):
         self._in_msg = False
         self._msg_left = 0
         self._eof = False
+        offered, self._offered = self._offered, None
+        if offered is not None:
+            self._attach_ring(offered[0], 0, offered[1])
         self._has_client = True
         self._state = _State.CONNECTED
 
@@ -393,6 +413,10 @@ class PipeInstance(PipeConnection):
             except OSError:
                 pass
             try:
+                self._detach_ring()  # after the mark: the woken client finds it
+            except Exception:
+                pass
+            try:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
@@ -430,6 +454,7 @@ def connect(
     nowait: bool = False,
     expect_server_uid: int | None = None,
     max_message_size: int = MAX_MESSAGE_DEFAULT,
+    fast_path: bool | None = None,
 ) -> PipeConnection:
     """Open the client end of a named pipe (Win32: CreateFile on ``\\\\.\\pipe\\name``).
 
@@ -442,6 +467,9 @@ def connect(
         nowait: PIPE_NOWAIT for this handle.
         expect_server_uid: refuse a server not running as this user id.
         max_message_size: largest message (bytes) accepted from the server.
+        fast_path: None (default) moves payloads through shared memory when the server
+            is a local winipc process that speaks it (``WINIPC_FASTPATH=0`` turns it
+            off); False never does. The API is the same either way.
 
     Returns:
         The connected :class:`PipeConnection`.
@@ -469,7 +497,8 @@ def connect(
         )
     if rec.owner != me and not sec.check(rec.owner, me, os.getegid(), Access(wanted)):
         raise W.AccessDenied(f"{oname.display}: the pipe's security does not let uid {me} connect")
-    sock = _connect_any(path, oname)
+    sock = _connect_any(path, oname, _fast.enabled(fast_path))
+    ring_fd = -1
     try:
         cred = B.peer_credentials(sock)
         if expect_server_uid is not None and cred.uid != expect_server_uid:
@@ -480,7 +509,15 @@ def connect(
             raise W.AccessDenied(f"{oname.display}: the listening process is not the pipe's owner")
         if not read:
             sock.shutdown(socket.SHUT_RD)
+        if _fast.is_offer(sock.getsockname()):
+            ring_fd = _fast.make_region()
+            try:
+                _fast.send_offer(sock, ring_fd)
+            except OSError as exc:
+                raise translate(exc, "connect", oname.display) from None
     except BaseException:
+        if ring_fd >= 0:
+            os.close(ring_fd)
         sock.close()
         raise
     conn = PipeConnection(
@@ -491,6 +528,7 @@ def connect(
         can_write=write,
         is_client=True,
         max_message_size=max_message_size,
+        ring_fd=ring_fd,
     )
     if read_message:
         conn.set_read_mode(True)
@@ -502,11 +540,12 @@ def _instance_sockets(path: str) -> list[str]:
     return sorted(os.path.join(path, f) for f in B.list_dir(path) if f.endswith(".sock"))
 
 
-def _connect_any(path: str, oname: ObjectName) -> socket.socket:
+def _connect_any(path: str, oname: ObjectName, fast: bool) -> socket.socket:
     denied = False
     for sock_path in _instance_sockets(path):
         try:
-            return B.connect_unix(sock_path)
+            offer = fast and sock_path.endswith(_fast.SLOT_SUFFIX)
+            return B.connect_unix(sock_path, sock=_fast.client_socket() if offer else None)
         except (W.PipeBusy, W.FileNotFound):
             continue
         except W.AccessDenied:

@@ -1,0 +1,25 @@
+"""Build the optional C extension; all package metadata lives in pyproject.toml.
+
+``winipc._native._ring`` is the shared-memory ring of local pipe connections
+(docs/fastpath.md). It needs Linux (sealed memfds, futexes). ``optional=True``: where it
+cannot be built, winipc still installs and runs without the fast path.
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+ext_modules = []
+if sys.platform.startswith("linux"):
+    ext_modules.append(
+        Extension(
+            "winipc._native._ring",
+            ["src/winipc/_native/_ring.c"],
+            # no -Werror here: a newer compiler's new warning must not silently drop the
+            # fast path on a user's machine; tests/test_ring.py compiles with -Werror instead
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+            optional=True,
+        )
+    )
+
+setup(ext_modules=ext_modules)
