@@ -191,8 +191,12 @@ class PipeConnection(ConnectedEnd):
             self._control_pending = True
             self._handle_waits()
         if isinstance(exc, ValueError):
-            self._eof = True
-            raise W.InvalidData(f"{self.name}: {exc}") from None
+            if self._closed:
+                raise W.OperationAborted(f"{self.name}: the handle was closed during the call") from None
+            if "corrupt" in str(exc):
+                self._eof = True
+                raise W.InvalidData(f"{self.name}: {exc}") from None
+            raise W.InvalidParameter(f"{self.name}: {exc}") from None
         raise exc
 
     def _handle_waits(self) -> None:
@@ -547,12 +551,30 @@ class PipeConnection(ConnectedEnd):
 
         On a byte-type pipe this returns between 1 and 65536 bytes. Raises as :meth:`read`.
         """
+        ring = self._ring
+        if (
+            ring is not None  # connected on the fast path (a closed handle has no ring)
+            and self.message_type
+            and self.can_read
+            and not self._control_pending
+            and not (self.is_client and ring.peer_closed)
+        ):
+            with self._lock:  # the hot path: one call into the ring
+                try:
+                    data: bytes = ring.recv(0.0 if self.nowait else timeout)
+                    return data
+                except BaseException as exc:
+                    if not isinstance(exc, _fast.SocketEvent):
+                        self._ring_failed(exc)
+                    self._service_socket()
+                    data = self._ring_read("recv", None, timeout)
+                    return data
         self._check_read()
         if not self.message_type:
             return self.read(_CHUNK, timeout)
         with self._lock:
             if self._ring is not None:
-                data: bytes = self._ring_read("recv", None, timeout)
+                data = self._ring_read("recv", None, timeout)
                 return data
             if not self._in_msg:
                 if not self._rbuf:
@@ -926,11 +948,15 @@ class PipeConnection(ConnectedEnd):
             PipeClosing: (232) the other end has closed.
             PipeNotConnected: (233) the server disconnected this client.
         """
+        ring = self._ring
+        if ring is not None and self.can_write and not self._disconnected:
+            with self._wlock:  # the hot path: one call into the ring
+                try:
+                    ring.send(data)
+                except BaseException as exc:
+                    self._ring_failed(exc, writing=True)
+            return len(data) if type(data) is bytes else memoryview(data).nbytes
         self._check_write()
-        if self._ring is not None:
-            with self._wlock:
-                self._ring_write("send", data)
-            return data.nbytes if isinstance(data, memoryview) else len(data)
         view = memoryview(data).cast("B")
         n = view.nbytes
         if self.message_type:

@@ -70,8 +70,8 @@ def spin_ns(peer_pid: int) -> int:
 
     ``WINIPC_SPIN`` overrides: ``0``/``off`` never spins, a number is microseconds,
     ``auto`` (default) spins :data:`SPIN_SECONDS` when the two processes may run on two
-    different CPUs (the union of their affinity masks has two or more) and the load
-    average leaves a core free.
+    different CPUs (the union of their affinity masks has two or more). A spin is
+    bounded: an idle pipe spins once, then sleeps in the kernel.
     """
     raw = os.environ.get("WINIPC_SPIN", "auto").strip().lower()
     if raw in ("0", "off", "no", "false"):
@@ -90,12 +90,7 @@ def spin_ns(peer_pid: int) -> int:
     except (AttributeError, OSError):
         cpus = set(range(os.cpu_count() or 1))
     if len(cpus) < 2:
-        return 0
-    try:
-        if os.getloadavg()[0] > len(cpus) - 0.5:
-            return 0
-    except OSError:
-        pass
+        return 0  # both pinned to one CPU: spinning would only keep the peer off it
     return int(SPIN_SECONDS * 1e9)
 
 
