@@ -12,10 +12,12 @@ $(VENV)/.installed-%: pyproject.toml setup.py src/winipc/_native/_ring.c
 	$(PY) -m pip install -q -e '.[$*]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
+# the main job compares winipc with its peers (pyzmq, faster-fifo): install them too
+bench: $(VENV)/.installed-bench,peers
 	$(VENV)/bin/winipc bench $(ARGS)
 
-lint: $(VENV)/.installed-dev
+# the tests run the bench's peers and plots as well
+lint: $(VENV)/.installed-dev,bench,peers
 	$(PY) -m ruff check src tests
 	$(PY) -m mypy
 

@@ -22,11 +22,19 @@ from click.testing import CliRunner
 
 from winipc.bench import registry
 from winipc.bench.cli import bench
-from winipc.bench.registry import METRICS, Endpoint, Listening, Scenario, Setup
-from winipc.bench.report import build_document
+from winipc.bench.registry import DEFAULT_METRICS, Endpoint, Listening, Scenario, Setup
+from winipc.bench.report import CACHE_ENV, build_document
 from winipc.bench.runner import QUICK, CellResult, Placement, Runner, RunResult
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every run saves its document into this test's directory, never into ~/.cache."""
+    path = tmp_path / "bench-last.json"
+    monkeypatch.setenv(CACHE_ENV, str(path))
+    return path
 
 
 class _BrokenScenario(Scenario):
@@ -92,13 +100,16 @@ def _check_figures(doc: dict[str, Any]) -> None:
         if r["kind"] == "delivery":
             _check_delivery(r, doc["passes"])
             continue
+        if "unavailable" in r:  # an optional peer not installed here
+            assert r["figures"] == {} and r["unavailable"]
+            continue
         assert r["messages"] > 0 and r["seconds"] > 0
         assert r["bytes"] > 0 or r["kind"] in ("latency", "rate")  # signals carry no bytes
         for fig in r["figures"].values():
             assert isinstance(fig["value"], float)
             assert math.isfinite(fig["value"]) and fig["value"] > 0
             assert fig["unit"] in ("us", "MB/s", "1/s")
-        if r["kind"] == "throughput":
+        if r["kind"] in ("throughput", "messages"):
             assert r["checksum"].startswith("crc32:")
             assert r["rounds"] >= 1
         elif r["kind"] == "rate":
@@ -109,7 +120,7 @@ def _check_figures(doc: dict[str, Any]) -> None:
         assert len(r["per_pass"]) == doc["passes"]
 
 
-def test_quick_run_covers_every_registered_scenario(no_workdir_left: None) -> None:
+def test_quick_run_covers_every_registered_scenario(no_workdir_left: None, cache: Path) -> None:
     doc = _doc()
     names = {s.name for s in registry.all_scenarios()}
     assert {s["name"] for s in doc["scenarios"]} == names
@@ -120,9 +131,13 @@ def test_quick_run_covers_every_registered_scenario(no_workdir_left: None) -> No
     assert placements == (["same-core", "cross-core"] if cpus >= 2 else ["same-core"])
     cells = {(r["scenario"], r["placement"], r["metric"]) for r in doc["results"]}
     want = {
-        (n, p, m.key) for n in names for p in placements for m in METRICS if registry.get(n).supports(m)
+        (n, p, m.key)
+        for n in names
+        for p in placements
+        for m in DEFAULT_METRICS
+        if registry.get(n).supports(m)
     }
-    assert cells == want
+    assert cells == want  # the --plot sizes are not measured without --plot
     _check_figures(doc)
     peers = {s.name for s in registry.all_scenarios() if s.peer}
     for r in doc["results"]:
@@ -132,7 +147,15 @@ def test_quick_run_covers_every_registered_scenario(no_workdir_left: None) -> No
                 continue
             assert fig["ratio_to_best_peer"] > 0
             assert fig["best_peer"] in peers
+            if r["kind"] == "throughput":  # every throughput against the memcpy limit
+                assert fig["ratio_to_limit"] > 0 and fig["limit"] == "memcpy-limit"
     assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["python"]
+    # every scenario is summarised for winipc choose, and the run is saved for it
+    for s in doc["scenarios"]:
+        assert {"name", "mechanism", "peer", "group", "figures"} <= set(s)
+        if s["unavailable"] is None and s["group"] != "delivery":
+            assert set(s["figures"]) == set(placements)
+    assert json.loads(cache.read_text()) == doc
 
 
 def test_only_and_payload_file_is_moved_and_verified(tmp_path: Path) -> None:
@@ -141,7 +164,8 @@ def test_only_and_payload_file_is_moved_and_verified(tmp_path: Path) -> None:
     payload.write_bytes(data)
     doc = _doc("--only", "winipc-pipe-message", "--only", "af-unix*", "--payload", str(payload))
     selected = {s["name"] for s in doc["scenarios"] if s["selected"]}
-    assert selected == {"winipc-pipe-message", "af-unix-stream"}
+    # af-unix-seqpacket: a message transport receiving into the round buffer (recv_into)
+    assert selected == {"winipc-pipe-message", "af-unix-stream", "af-unix-seqpacket"}
     assert {r["scenario"] for r in doc["results"]} == selected
     pay = doc["payload"]
     assert pay["kind"] == "file" and pay["bytes"] == len(data) and pay["verified"] is True
@@ -161,7 +185,7 @@ def test_passes_are_merged(no_workdir_left: None) -> None:
         progress=lambda _text, done: seen.append(done),
     )
     run = runner.run()
-    supported = [m for m in METRICS if registry.get("af-unix-stream").supports(m)]
+    supported = [m for m in DEFAULT_METRICS if registry.get("af-unix-stream").supports(m)]
     assert sum(seen) == runner.steps == 2 * len(run.placements) * len(supported)
     assert len(run.results) == len(run.placements) * len(supported)
     for r in run.results:
@@ -174,12 +198,15 @@ def test_passes_are_merged(no_workdir_left: None) -> None:
 @pytest.mark.parametrize(
     ("fault", "scenario"), [("rtt", "mp-pipe"), ("throughput", "winipc-pipe-byte")]
 )
-def test_damaged_payload_fails_the_run(fault: str, scenario: str, no_workdir_left: None) -> None:
+def test_damaged_payload_fails_the_run(
+    fault: str, scenario: str, no_workdir_left: None, cache: Path
+) -> None:
     result = _run("--quick", "--json", "--only", scenario, "--inject-fault", fault)
     assert result.exit_code == 3, result.output
     assert "payload verification failed" in result.output
     assert "checksum mismatch" in result.output
     assert result.stdout == ""  # no figures from an invalid run
+    assert not cache.exists()
 
 
 def test_worker_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,6 +222,17 @@ def test_worker_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "test-broken-serve, same-core" in result.output
 
 
+def test_placement_option() -> None:
+    doc = _doc("--only", "af-unix-stream", "--placement", "same-core")
+    assert [p["name"] for p in doc["placements"]] == ["same-core"]
+    assert {r["placement"] for r in doc["results"]} == {"same-core"}
+    if len(os.sched_getaffinity(0)) >= 2:
+        doc = _doc("--only", "af-unix-stream", "--placement", "cross-core")
+        assert {r["placement"] for r in doc["results"]} == {"cross-core"}
+    result = _run("--quick", "--placement", "sideways")
+    assert result.exit_code == 2
+
+
 def test_python_dash_m_lists_scenarios() -> None:
     env = dict(os.environ, PYTHONPATH=SRC)
     out = subprocess.run(
@@ -207,7 +245,19 @@ def test_python_dash_m_lists_scenarios() -> None:
     ).stdout
     listed = json.loads(out)
     assert [s["name"] for s in listed] == [s.name for s in registry.all_scenarios()]
-    assert {s["name"] for s in listed if s["peer"]} >= {"af-unix-stream", "mp-pipe", "mp-event", "mp-lock"}
+    assert {s["name"] for s in listed if s["peer"]} >= {
+        "af-unix-stream",
+        "af-unix-seqpacket",
+        "os-pipe",
+        "tcp-loopback",
+        "mp-pipe",
+        "mp-queue",
+        "zmq-pair",
+        "faster-fifo",
+        "mp-event",
+        "mp-lock",
+    }
+    assert [s["name"] for s in listed if s["limit"]] == ["memcpy-limit"]
 
 
 def test_unknown_pattern_is_a_usage_error() -> None:
@@ -217,11 +267,11 @@ def test_unknown_pattern_is_a_usage_error() -> None:
 
 
 def test_select_glob_and_substring() -> None:
-    assert [s.name for s in registry.select(["winipc-pipe-*"])] == [
-        "winipc-pipe-byte",
-        "winipc-pipe-message",
-    ]
-    assert [s.name for s in registry.select(["UNIX"])] == ["af-unix-stream"]
+    pipes = [s.name for s in registry.select(["winipc-pipe-*"])]
+    assert pipes[:2] == ["winipc-pipe-byte", "winipc-pipe-message"]
+    assert all(n.startswith("winipc-pipe-") for n in pipes)
+    assert [s.name for s in registry.select(["UNIX"])] == ["af-unix-stream", "af-unix-seqpacket"]
+    assert [s.name for s in registry.select(["af-unix-s*"])] == ["af-unix-stream", "af-unix-seqpacket"]
     assert registry.select([]) == registry.all_scenarios()
     with pytest.raises(ValueError, match="matches no scenario"):
         registry.select(["zzz*"])

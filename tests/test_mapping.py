@@ -733,11 +733,12 @@ def test_bench_mapping_against_memcpy() -> None:
         doc = build_document(run, registry.all_scenarios())
         assert doc["verified"] is True
         cells = {(r["scenario"], r["metric"]) for r in doc["results"]}
-        assert {s for s, _ in cells} == {"winipc-mapping", "memcpy-inproc"}
+        assert {s for s, _ in cells} == {"winipc-mapping", "memcpy-limit"}
         assert {m for _, m in cells} == {"tput-64k", "tput-1m"}
         for r in doc["results"]:
             assert r["figures"]["rate"]["value"] > 0
-            assert r["figures"]["rate"]["best_peer"] == "memcpy-inproc"
+            rate = r["figures"]["rate"]
+            assert rate["limit"] == "memcpy-limit" and rate["ratio_to_limit"] > 0
     finally:
         for s in (scenarios_mapping.MAPPING, scenarios_mapping.MEMCPY):
             if s.name not in before:

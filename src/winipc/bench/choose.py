@@ -910,7 +910,7 @@ def parse_document(raw: Any, path: str) -> BenchDocument:
     doc = c.obj(raw, "document")
     schema = c.text(doc.get("schema"), "schema", optional=True)
     if schema is not None and not schema.startswith("winipc-bench/"):
-        raise c.fail("schema", f"{schema!r} is not a winipc bench document (winipc-bench/1)")
+        raise c.fail("schema", f"{schema!r} is not a winipc bench document (winipc-bench/*)")
     if "results" not in doc:
         raise c.fail("document", "no 'results' list: not a winipc bench document")
     placements: list[str] = []

@@ -2,6 +2,9 @@
 
 Exit status: 0 on success, 1 when a worker failed, 3 when a payload arrived damaged
 (verification failed; no figures are printed then), 2 for bad usage.
+
+After every successful run the JSON document is saved for ``winipc choose``
+(:func:`winipc.bench.report.save_last`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from winipc.bench import registry
-from winipc.bench.report import build_document, print_table
+from winipc.bench.registry import DEFAULT_METRICS, METRICS
+from winipc.bench.report import build_document, print_table, save_last
 from winipc.bench.runner import Runner
 from winipc.bench.workload import BenchError, Source, VerificationError
 
@@ -38,6 +42,8 @@ def _list(as_json: bool) -> None:
                         "name": s.name,
                         "mechanism": s.mechanism,
                         "peer": s.peer,
+                        "limit": s.limit,
+                        "group": s.group,
                         "kinds": sorted(s.kinds),
                         "description": s.description,
                     }
@@ -48,8 +54,9 @@ def _list(as_json: bool) -> None:
         )
         return
     for s in scenarios:
-        tag = "peer  " if s.peer else "winipc"
-        click.echo(f"{s.name:24} {tag}  {s.mechanism}")
+        tag = "peer  " if s.peer else "limit " if s.limit else "winipc"
+        why = s.unavailable()
+        click.echo(f"{s.name:25} {tag}  {s.mechanism}" + (f"  [n/a: {why}]" if why else ""))
 
 
 @click.command("bench")
@@ -69,10 +76,24 @@ def _list(as_json: bool) -> None:
     help="Run the scenarios matching PATTERN (glob, or substring); repeatable. "
     "Ratios need a peer among them.",
 )
+@click.option(
+    "--placement",
+    type=click.Choice(["all", "same-core", "cross-core"]),
+    default="all",
+    show_default=True,
+    help="Measure with both processes on one core, on two cores, or both.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    metavar="FILE.png",
+    help="Also measure throughput at 64 B to 4 MiB units and draw MB/s against unit size, "
+    "one line per scenario, one panel per placement (needs matplotlib: winipc[bench]).",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the registered scenarios and exit.")
 @click.option(
     "--inject-fault",
-    type=click.Choice(["rtt", "throughput"]),
+    type=click.Choice(["rtt", "throughput", "msgs"]),
     hidden=True,
     help="Testing: damage one payload to prove that verification fails the run.",
 )
@@ -81,19 +102,25 @@ def bench(
     as_json: bool,
     payload: Path | None,
     patterns: tuple[str, ...],
+    placement: str,
+    plot: Path | None,
     list_only: bool,
     inject_fault: str | None,
 ) -> None:
-    """Measure winipc pipes against raw AF_UNIX sockets and multiprocessing.Pipe, and
-    winipc events and mutexes against multiprocessing.Event and Lock.
+    """Measure winipc's pipes, mailslots, mappings, events and mutexes against the plain
+    Python ways (AF_UNIX stream and seqpacket sockets, kernel pipes, TCP loopback,
+    multiprocessing Pipe, Queue, Event and Lock, pyzmq and faster-fifo when installed).
 
     Each scenario runs between two real processes, pinned to one core (same-core) and
-    to two (cross-core): round trip of 64 B (median and p99, µs) and throughput with
-    64 KiB and 1 MiB units (MB/s = 10^6 B/s). Every payload is verified with CRC-32; a
-    damaged one fails the run with exit status 3. Events: set-to-wake latency (median and
-    p99, µs); mutexes: hand-offs per second between two processes taking strict turns.
-    The ratio printed after each figure is to the best peer (non-winipc scenario) of the
-    same run. See docs/bench.md.
+    to two (cross-core): round trip of 64 B (median and p99, µs), 64 B messages per
+    second one way, and throughput with 64 KiB and 1 MiB units (MB/s = 10^6 B/s), also
+    given as a share of a single-core memcpy from memory (memcpy-limit). Every payload is
+    verified with CRC-32; a damaged one fails the run with exit status 3. Events:
+    set-to-wake latency (median and p99, µs); mutexes: hand-offs per second between two
+    processes taking strict turns. The ratio printed after each figure is to the best
+    peer (non-winipc scenario) of the same run. The JSON document of every successful
+    run is saved to $XDG_CACHE_HOME/winipc/bench-last.json ($WINIPC_BENCH_CACHE
+    overrides). See docs/bench.md.
     """
     if list_only:
         _list(as_json)
@@ -102,6 +129,14 @@ def bench(
         scenarios = registry.select(patterns)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    draw = None
+    if plot is not None:
+        from winipc.bench import plot as plotting
+
+        why = plotting.unavailable()
+        if why is not None:
+            raise click.UsageError(f"--plot: {why}")
+        draw = plotting.draw
     try:
         source = Source.from_file(str(payload)) if payload is not None else None
     except (OSError, ValueError) as exc:
@@ -122,7 +157,18 @@ def bench(
         progress.update(task, description=text, advance=done)
         progress.refresh()
 
-    runner = Runner(scenarios, quick=quick, source=source, fault=inject_fault, progress=step)
+    try:
+        runner = Runner(
+            scenarios,
+            quick=quick,
+            source=source,
+            fault=inject_fault,
+            progress=step,
+            metrics=METRICS if plot is not None else DEFAULT_METRICS,
+            placement=placement,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--placement") from None
     task = progress.add_task("starting", total=runner.steps)
     try:
         with progress:
@@ -132,11 +178,20 @@ def bench(
     except BenchError as exc:
         raise _BenchFailed(f"bench failed: {exc}") from None
     doc = build_document(run, registry.all_scenarios())
+    try:
+        save_last(doc)
+    except OSError as exc:  # the run itself succeeded: say so, and go on
+        err.print(f"winipc bench: could not save the run for winipc choose: {exc}", style="yellow")
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
         # A table piped to a file or pasted into docs should not wrap at 80 columns.
         print_table(doc, Console() if sys.stdout.isatty() else Console(width=150))
+    if draw is not None and plot is not None:  # after the figures: a failure loses none
+        try:
+            draw(doc, plot)
+        except OSError as exc:
+            raise click.FileError(str(plot), hint=str(exc)) from None
 
 
 def main() -> None:

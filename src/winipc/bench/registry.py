@@ -14,8 +14,17 @@ A *unit* is a message on message-oriented transports and a run of exactly ``size
 on byte streams. The measurements themselves (round trips, bulk transfer, checksums) are
 written once, in :mod:`winipc.bench.workload`, over that interface.
 
-A *metric* is what a scenario is measured on: a round trip of 64 B, or throughput with
-64 KiB or 1 MiB units. Scenarios say which metric kinds they support.
+A *metric* is what a scenario is measured on: a round trip of 64 B, a burst of 64 B
+messages (messages per second), or throughput with 64 KiB or 1 MiB units (and, for
+``--plot``, units from 64 B to 4 MiB). Scenarios say which metric kinds they support.
+
+Endpoints may offer faster receive and batch methods (:class:`IntoEndpoint`,
+:class:`BatchEndpoint`); the workload uses them when they are there, so each mechanism
+is measured with its own best plain API.
+
+The *limit* (``memcpy-limit``, :attr:`Scenario.limit`) is not a way between processes:
+it is one core copying the same units with ``memcpy`` from a source larger than the
+last-level cache, the figure every throughput is compared with.
 
 Synchronization scenarios move no bytes: they support the ``latency`` kind (one process
 signals, the other wakes: each side stamps its half with the system-wide monotonic
@@ -39,7 +48,7 @@ from __future__ import annotations
 
 import abc
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -51,7 +60,8 @@ THROUGHPUT: Literal["throughput"] = "throughput"
 LATENCY: Literal["latency"] = "latency"
 RATE: Literal["rate"] = "rate"
 DELIVERY: Literal["delivery"] = "delivery"
-MetricKind = Literal["rtt", "throughput", "latency", "rate", "delivery"]
+MESSAGES: Literal["messages"] = "messages"
+MetricKind = Literal["rtt", "throughput", "latency", "rate", "delivery", "messages"]
 
 
 @dataclass(frozen=True)
@@ -63,27 +73,41 @@ class Metric:
         kind: ``"rtt"`` (round trip, µs, lower is better), ``"throughput"`` (MB/s,
             10**6 bytes per second, higher is better), ``"latency"`` (one way, signal to
             wake, µs, lower is better), ``"rate"`` (operations per second, higher is
-            better) or ``"delivery"`` (a burst of messages: loss in %, lower is better,
-            and messages delivered per second).
+            better), ``"delivery"`` (a burst of messages: loss in %, lower is better,
+            and messages delivered per second) or ``"messages"`` (a burst of small
+            messages sent one way, verified: messages per second, higher is better).
         size: bytes per unit (message, or chunk on a byte stream); 0 for latency and rate.
         label: human text for the table header.
+        plot: measured only for ``--plot`` (the extra unit sizes of the throughput curve).
     """
 
     key: str
     kind: MetricKind
     size: int
     label: str
+    plot: bool = False
 
+
+KiB, MiB = 1024, 1024 * 1024
 
 METRICS: tuple[Metric, ...] = (
     Metric("rtt-64", RTT, 64, "round trip 64 B"),
-    Metric("tput-64k", THROUGHPUT, 64 * 1024, "throughput 64 KiB"),
-    Metric("tput-1m", THROUGHPUT, 1024 * 1024, "throughput 1 MiB"),
+    Metric("msgs-64", MESSAGES, 64, "64 B messages"),
+    Metric("tput-64k", THROUGHPUT, 64 * KiB, "throughput 64 KiB"),
+    Metric("tput-1m", THROUGHPUT, MiB, "throughput 1 MiB"),
     Metric("wake", LATENCY, 0, "set-to-wake"),
     Metric("handoff", RATE, 0, "hand-offs"),
     Metric("burst-64", DELIVERY, 64, "burst of 64 B"),
     Metric("burst-424", DELIVERY, 424, "burst of 424 B"),
+    # the rest of the throughput curve, measured for --plot only
+    Metric("tput-64", THROUGHPUT, 64, "throughput 64 B", plot=True),
+    Metric("tput-1k", THROUGHPUT, KiB, "throughput 1 KiB", plot=True),
+    Metric("tput-16k", THROUGHPUT, 16 * KiB, "throughput 16 KiB", plot=True),
+    Metric("tput-256k", THROUGHPUT, 256 * KiB, "throughput 256 KiB", plot=True),
+    Metric("tput-4m", THROUGHPUT, 4 * MiB, "throughput 4 MiB", plot=True),
 )
+#: the metrics of a run without ``--plot``
+DEFAULT_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if not m.plot)
 
 
 def metric(key: str) -> Metric:
@@ -115,7 +139,12 @@ class Setup:
 
 
 class Endpoint(Protocol):
-    """One connected end: sends and receives units."""
+    """One connected end: sends and receives units.
+
+    Optional methods, used by :mod:`winipc.bench.workload` when an end has them (so each
+    mechanism is measured with its best plain API): ``recv_into`` (:class:`IntoEndpoint`)
+    and ``send_many`` / ``recv_many`` (:class:`BatchEndpoint`).
+    """
 
     def send(self, data: Buffer) -> None:
         """Send one unit: all of ``data`` (one message on message transports)."""
@@ -125,6 +154,51 @@ class Endpoint(Protocol):
 
     def close(self) -> None:
         """Close the end; the peer sees end-of-file."""
+
+
+class IntoEndpoint(Endpoint, Protocol):
+    """An end that can receive into memory the caller owns (optional).
+
+    The throughput sink then receives a whole round into one preallocated, pre-touched
+    buffer, instead of a fresh object per unit.
+    """
+
+    def recv_into(self, buffer: memoryview) -> int:
+        """Receive the next unit into ``buffer``, which is exactly the expected size.
+
+        Byte streams fill all of it. Message transports receive one whole message and
+        return its length: a message of another length must show as a different return
+        value (or an error), never as a silently truncated unit.
+
+        Returns:
+            The unit's length in bytes.
+        """
+
+
+class BatchEndpoint(Endpoint, Protocol):
+    """An end that sends and receives many small units per call (optional).
+
+    Used by the ``messages`` metric (``msgs-64``): the runner hands the end batches of
+    messages, the worker takes as many as have arrived.
+    """
+
+    def send_many(self, units: Sequence[Buffer]) -> None:
+        """Send every unit of ``units``, in order, each as one unit (message)."""
+
+    def recv_many(self, max: int, size: int) -> Sequence[Buffer]:
+        """Receive 1 to ``max`` units, as many as have arrived (waits for the first).
+
+        Args:
+            max: units wanted at most.
+            size: the unit size; byte streams return whole units of this size (and keep
+                a partial one for the next call). A message transport may ignore it and
+                declare ``recv_many(max)`` alone: the workload passes ``size`` only to a
+                method that takes two arguments.
+
+        Raises:
+            NotImplementedError: not on this end (before reading anything); the
+                workload then receives one unit at a time.
+        """
 
 
 class Listening(Protocol):
@@ -148,8 +222,10 @@ class Scenario(abc.ABC):
         mechanism: what is measured, for humans (``"named pipe, message mode"``).
         peer: True for the comparison baselines that are not winipc; ratios in the
             report are to the best peer of the same run and group.
+        limit: True for the physical limit (``memcpy-limit``): neither winipc nor a peer;
+            every throughput figure is also given as a ratio to it.
         group: scenarios compared with one another (``"transport"``, ``"sync"``,
-            ``"memory"``): a figure's ratio is to the best peer of its own group.
+            ``"delivery"``): a figure's ratio is to the best peer of its own group.
         kinds: the metric kinds supported.
         description: one sentence on how the scenario is built.
     """
@@ -157,8 +233,9 @@ class Scenario(abc.ABC):
     name: str = ""
     mechanism: str = ""
     peer: bool = False
+    limit: bool = False
     group: str = "transport"
-    kinds: frozenset[MetricKind] = frozenset({RTT, THROUGHPUT})
+    kinds: frozenset[MetricKind] = frozenset({RTT, THROUGHPUT, MESSAGES})
     description: str = ""
 
     def supports(self, metric: Metric) -> bool:
@@ -231,20 +308,38 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+#: the built-in scenario modules, in the order their scenarios are listed
+_BUILTINS = (
+    "winipc.bench.scenarios",
+    "winipc.bench.scenarios_mailslot",
+    "winipc.bench.scenarios_mapping",
+    "winipc.bench.scenarios_peers",
+    "winipc.bench.scenarios_sync",
+)
+
+
 def _load_builtins() -> None:
     import winipc.bench.scenarios  # noqa: F401  (registers the built-in scenarios)
     from winipc.bench import (
         scenarios_mailslot,  # noqa: F401  (mailslots, and their delivery)
-        scenarios_mapping,  # noqa: F401  (mapping copy bandwidth)
+        scenarios_mapping,  # noqa: F401  (mapping copy bandwidth, the memcpy limit)
+        scenarios_peers,  # noqa: F401  (more peers, and winipc's anonymous pipes)
         scenarios_sync,  # noqa: F401  (event and mutex scenarios)
     )
 
 
 def all_scenarios() -> list[Scenario]:
-    """Every registered scenario, winipc first, then the peers, each in registration order."""
+    """Every registered scenario: winipc's, then the peers, then the limit; each in the
+    order of :data:`_BUILTINS` (whichever module was imported first), then plug-ins, each
+    module's in registration order."""
     _load_builtins()
-    items = list(_REGISTRY.values())
-    return [s for s in items if not s.peer] + [s for s in items if s.peer]
+
+    def rank(s: Scenario) -> tuple[int, int]:
+        module = type(s).__module__
+        kind = 1 if s.peer else 2 if s.limit else 0
+        return kind, _BUILTINS.index(module) if module in _BUILTINS else len(_BUILTINS)
+
+    return sorted(_REGISTRY.values(), key=rank)  # stable: registration order within
 
 
 def get(name: str) -> Scenario:

@@ -1,11 +1,18 @@
-"""Turn a run into the JSON document (``--json``) and the table; ratios to the best peer.
+"""Turn a run into the JSON document (``--json``) and the tables; ratios to the best peer.
 
-The document is the single source: the table is drawn from it. Each figure carries its
-unit, which direction is better, and ``ratio_to_best_peer``: the figure divided by the
-best figure any peer (non-winipc scenario) reached on the same metric in the same
-placement of the same run. So for round trips (µs, lower is better) a ratio of 1.20 is
-20 % slower than the best peer; for throughput (MB/s, higher is better) 0.80 is 20 %
-less throughput.
+The document is the single source: the tables (and ``--plot``) are drawn from it. Each
+figure carries its unit, which direction is better, and ``ratio_to_best_peer``: the
+figure divided by the best figure any peer (non-winipc scenario) of the same group
+reached on the same metric in the same placement of the same run. So for round trips
+(µs, lower is better) a ratio of 1.20 is 20 % slower than the best peer; for throughput
+(MB/s, higher is better) 0.80 is 20 % less throughput. Throughput figures also carry
+``ratio_to_limit``: the figure divided by the memcpy limit's (``memcpy-limit``, one core
+copying the same units from a source larger than the last-level cache) in the same
+placement, when the limit was measured.
+
+Each scenario of the document also carries its figures by placement and metric
+(``scenarios[].figures``), the shape ``winipc choose`` reads from the last run's file,
+which :func:`save_last` writes after every successful run (see docs/bench.md).
 
 ``delivery`` results (bursts of best-effort messages) are not in the main table: they
 have a small table of their own (:func:`render_delivery`), with the messages sent and
@@ -15,9 +22,12 @@ received, the loss and the rates; a scenario that could not run here shows ``n/a
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -25,11 +35,21 @@ from rich.table import Table
 from rich.text import Text
 
 import winipc
-from winipc.bench.registry import DELIVERY, LATENCY, METRICS, RATE, RTT, Metric, Scenario
+from winipc.bench.registry import (
+    DELIVERY,
+    LATENCY,
+    MESSAGES,
+    METRICS,
+    RATE,
+    RTT,
+    THROUGHPUT,
+    Metric,
+    Scenario,
+)
 from winipc.bench.runner import RunResult
 from winipc.bench.workload import crc32_of
 
-SCHEMA = "winipc-bench/1"
+SCHEMA = "winipc-bench/2"
 
 #: figure name -> (unit, better) per metric kind
 FIGURES: dict[str, dict[str, tuple[str, str]]] = {
@@ -47,6 +67,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
         "min": ("us", "lower"),
     },
     "rate": {"rate": ("1/s", "higher")},
+    "messages": {"rate": ("1/s", "higher")},
     "delivery": {
         "loss": ("%", "lower"),
         "rate": ("1/s", "higher"),
@@ -59,6 +80,7 @@ SHOWN: dict[str, tuple[str, ...]] = {
     "throughput": ("rate",),
     "latency": ("median", "p99"),
     "rate": ("rate",),
+    "messages": ("rate",),
     "delivery": ("loss", "rate", "send_rate"),
 }
 
@@ -95,18 +117,31 @@ def _metric_doc(m: Metric) -> dict[str, Any]:
         "kind": m.kind,
         "size": m.size,
         "label": m.label,
+        "plot_only": m.plot,
         "figures": {k: {"unit": u, "better": b} for k, (u, b) in FIGURES[m.kind].items()},
     }
 
 
-def _scenario_doc(s: Scenario, selected: bool) -> dict[str, Any]:
+def _scenario_doc(
+    s: Scenario, selected: bool, results: list[dict[str, Any]], unavailable: str | None
+) -> dict[str, Any]:
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for r in results:
+        if r["scenario"] == s.name and r["figures"]:
+            figures.setdefault(r["placement"], {})[r["metric"]] = {
+                k: f["value"] for k, f in r["figures"].items()
+            }
     return {
         "name": s.name,
         "mechanism": s.mechanism,
         "peer": s.peer,
+        "limit": s.limit,
+        "group": s.group,
         "kinds": sorted(s.kinds),
         "description": s.description,
         "selected": selected,
+        "unavailable": unavailable,
+        "figures": figures,
     }
 
 
@@ -118,7 +153,12 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
         registered: every registered scenario (listed, with ``selected``).
     """
     peers = {s.name for s in run.scenarios if s.peer}
+    limits = {s.name for s in run.scenarios if s.limit}
     group = {s.name: s.group for s in run.scenarios}
+    limit: dict[tuple[str, str], tuple[float, str]] = {}  # (placement, metric) -> rate
+    for r in run.results:
+        if r.scenario in limits and r.kind == THROUGHPUT and "rate" in r.figures:
+            limit[(r.placement, r.metric)] = (r.figures["rate"], r.scenario)
     best: dict[tuple[str, str, str, str], tuple[float, str]] = {}
     for r in run.results:
         if r.scenario not in peers:
@@ -142,6 +182,12 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
                 "ratio_to_best_peer": None if peer is None or not peer[0] else value / peer[0],
                 "best_peer": None if peer is None else peer[1],
             }
+            if r.kind == THROUGHPUT:
+                lim = limit.get((r.placement, r.metric))
+                figures[fig]["ratio_to_limit"] = (
+                    None if lim is None or not lim[0] else value / lim[0]
+                )
+                figures[fig]["limit"] = None if lim is None else lim[1]
         results.append(
             {
                 "scenario": r.scenario,
@@ -173,7 +219,17 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
             "verified": all(r.verified for r in run.results),
         }
     selected = {s.name for s in run.scenarios}
+    why_not = {r.scenario: r.unavailable for r in run.results if r.unavailable is not None}
     started = _dt.datetime.fromtimestamp(run.started, _dt.timezone.utc)
+    lim_doc = None
+    if run.limit is not None:
+        lim_doc = {
+            "source_bytes": run.limit.bytes,
+            "llc_bytes": run.limit.llc_bytes,
+            "llc_level": run.limit.llc_level,
+            "mem_available": run.limit.mem_available,
+            "reason": run.limit.reason,
+        }
     return {
         "schema": SCHEMA,
         "winipc_version": winipc.__version__,
@@ -188,14 +244,17 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
             for p in run.placements
         ],
         "notes": run.notes,
+        "limit": lim_doc,
         "metrics": [_metric_doc(m) for m in METRICS],
-        "scenarios": [_scenario_doc(s, s.name in selected) for s in registered],
+        "scenarios": [
+            _scenario_doc(s, s.name in selected, results, why_not.get(s.name)) for s in registered
+        ],
         "results": results,
         "verified": all(r.verified for r in run.results),
     }
 
 
-def _cell(fig: dict[str, Any]) -> Text:
+def _cell(fig: dict[str, Any], show_limit: bool) -> Text:
     value = float(fig["value"])
     text = Text(f"{value:,.1f}" if fig["unit"] == "us" else f"{value:,.0f}")
     ratio = fig["ratio_to_best_peer"]
@@ -205,7 +264,16 @@ def _cell(fig: dict[str, Any]) -> Text:
             f" ×{ratio:.2f}",  # noqa: RUF001
             style="green" if good else "yellow",
         )
+    share = fig.get("ratio_to_limit")
+    if show_limit and share is not None:
+        text.append(f" {100 * share:.0f}%", style="cyan")
     return text
+
+
+def _size(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size // (1024 * 1024)} MiB"
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
 
 
 def _header(m: dict[str, Any], fig: str) -> str:
@@ -216,21 +284,35 @@ def _header(m: dict[str, Any], fig: str) -> str:
         return f"{m['label']}\n{fig} {unit}"
     if m["kind"] == RATE:
         return f"{m['label']}\nper s"
-    size = int(m["size"])
-    label = f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else f"{size // 1024} KiB"
-    return f"{label}\n{unit}"
+    if m["kind"] == MESSAGES:
+        return f"{_size(int(m['size']))} msgs\nper s"
+    return f"{_size(int(m['size']))}\n{unit}"
 
 
-def render_table(doc: dict[str, Any]) -> Table:
-    """The report as a rich table: scenario-by-placement rows, figure columns.
+def render_tables(doc: dict[str, Any]) -> list[Table]:
+    """The report as rich tables, one per scenario group (transport, sync...):
+    scenario-by-placement rows, figure columns.
 
-    Delivery results are left to :func:`render_delivery`.
+    Delivery results are left to :func:`render_delivery`; the extra throughput sizes of
+    ``--plot`` are in the JSON and the plot only.
     """
-    shown = [r for r in doc["results"] if r["kind"] != DELIVERY]
+    plot_only = {m["key"] for m in doc["metrics"] if m.get("plot_only")}
+    shown = [r for r in doc["results"] if r["kind"] != DELIVERY and r["metric"] not in plot_only]
+    info = {s["name"]: s for s in doc["scenarios"]}
+    order = [s["name"] for s in doc["scenarios"] if s["selected"]]
+    groups: list[str] = []
+    for name in order:
+        if any(r["scenario"] == name for r in shown) and info[name]["group"] not in groups:
+            groups.append(info[name]["group"])
+    return [_group_table(doc, g, [r for r in shown if info[r["scenario"]]["group"] == g]) for g in groups]
+
+
+def _group_table(doc: dict[str, Any], group: str, shown: list[dict[str, Any]]) -> Table:
     metrics = [m for m in doc["metrics"] if any(r["metric"] == m["key"] for r in shown)]
     columns = [(m, fig) for m in metrics for fig in SHOWN[m["kind"]]]
-    mode = doc["mode"]
-    table = Table(title=f"winipc bench ({mode}, {doc['started']})", title_justify="left")
+    table = Table(
+        title=f"winipc bench ({doc['mode']}, {doc['started']}): {group}", title_justify="left"
+    )
     table.add_column("scenario")
     table.add_column("placement")
     for m, fig in columns:
@@ -238,27 +320,32 @@ def render_table(doc: dict[str, Any]) -> Table:
     by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in shown:
         by_row.setdefault((r["scenario"], r["placement"]), {})[r["metric"]] = r
-    peers = {s["name"] for s in doc["scenarios"] if s["peer"]}
+    info = {s["name"]: s for s in doc["scenarios"]}
     order = [s["name"] for s in doc["scenarios"] if s["selected"]]
     for p in doc["placements"]:
         names = [n for n in order if (n, p["name"]) in by_row]
         for i, name in enumerate(names):
             row = by_row[(name, p["name"])]
+            peer, limit = info[name]["peer"], info[name].get("limit", False)
+            tag = " (peer)" if peer else " (limit)" if limit else ""
             cells: list[Text | str] = [
-                Text(
-                    name + (" (peer)" if name in peers else ""),
-                    style="dim" if name in peers else "bold",
-                ),
+                Text(name + tag, style="dim" if peer or limit else "bold"),
                 p["name"],
             ]
             for m, fig in columns:
-                r = row.get(m["key"])
-                if r is not None and "unavailable" in r:
+                got = row.get(m["key"])
+                if got is not None and "unavailable" in got:
                     cells.append("n/a")
                 else:
-                    cells.append(_cell(r["figures"][fig]) if r else "-")
+                    cells.append(_cell(got["figures"][fig], not limit) if got else "-")
             table.add_row(*cells, end_section=i == len(names) - 1)
     return table
+
+
+def render_table(doc: dict[str, Any]) -> Table:
+    """The first of :func:`render_tables` (an empty table when nothing was measured)."""
+    tables = render_tables(doc)
+    return tables[0] if tables else Table(title=f"winipc bench ({doc['mode']}): nothing measured")
 
 
 def render_delivery(doc: dict[str, Any]) -> Table | None:
@@ -306,9 +393,15 @@ def render_delivery(doc: dict[str, Any]) -> Table | None:
 def render_notes(doc: dict[str, Any]) -> list[str]:
     """The lines printed under the table: how to read it, payload, verification, notes."""
     lines = [
-        "×n = ratio to the best peer of the same group (transport, sync, memory) and placement. "  # noqa: RUF001
+        "×n = ratio to the best peer of the same group (transport, sync) and placement. "  # noqa: RUF001
         "µs: lower is better; MB/s (10^6 B/s), per s: higher is better.",
     ]
+    if doc.get("limit"):
+        lines.append(
+            "n% = share of the memcpy limit (one core copying the same units from a "
+            f"{doc['limit']['source_bytes'] // (1024 * 1024)} MiB source, larger than the "
+            "last-level cache) in the same placement."
+        )
     pay = doc["payload"]
     if pay["kind"] == "file":
         lines.append(
@@ -327,9 +420,55 @@ def render_notes(doc: dict[str, Any]) -> list[str]:
 def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
     """Print :func:`render_table` and :func:`render_notes` to ``console`` (stdout by default)."""
     console = console or Console()
-    console.print(render_table(doc))
+    for table in render_tables(doc):
+        console.print(table)
     delivery = render_delivery(doc)
     if delivery is not None:
         console.print(delivery)
     for line in render_notes(doc):
         console.print(line, style="dim", highlight=False)
+
+
+#: overrides where the last run's document is saved
+CACHE_ENV = "WINIPC_BENCH_CACHE"
+
+
+def last_run_path() -> Path:
+    """Where :func:`save_last` writes: ``$WINIPC_BENCH_CACHE``, else
+    ``$XDG_CACHE_HOME/winipc/bench-last.json`` (``~/.cache`` when XDG_CACHE_HOME is unset
+    or not absolute)."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "winipc" / "bench-last.json"
+
+
+def save_last(doc: dict[str, Any], path: Path | None = None) -> Path:
+    """Write ``doc`` to ``path`` (:func:`last_run_path` by default): mode 0600, atomically
+    (a temporary file in the same directory, then ``rename``), directories made 0700.
+
+    Returns:
+        The path written.
+
+    Raises:
+        OSError: the file could not be written.
+    """
+    path = last_run_path() if path is None else path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp made it 0600
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

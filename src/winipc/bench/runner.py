@@ -7,6 +7,10 @@ connects as the client, and measures every metric the scenario supports over tha
 connection. Every payload is verified; a mismatch raises :class:`VerificationError`.
 A scenario that cannot run on this machine (:meth:`Scenario.unavailable`) gets cells
 with no figures and the reason, and a note.
+
+The limit (a scenario with :attr:`Scenario.limit`, ``memcpy-limit``) takes its units
+from a :class:`~winipc.bench.workload.LimitSet` larger than the last-level cache, made
+once per run, instead of the random pool every other scenario sends from.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from winipc.bench.registry import (
+    DEFAULT_METRICS,
     DELIVERY,
     LATENCY,
-    METRICS,
+    MESSAGES,
     RATE,
     RTT,
     THROUGHPUT,
@@ -36,13 +41,18 @@ from winipc.bench.registry import (
 from winipc.bench.session import WorkerSession, blame
 from winipc.bench.workload import (
     Corrupting,
+    LimitSet,
+    LimitSizing,
     Source,
     VerificationError,
+    batches,
     crc32_of,
     deliveries,
     handoffs,
+    limit_sizing,
     ping,
     rtt_units,
+    send_burst,
     send_round,
     wake_latencies,
 )
@@ -66,10 +76,16 @@ class Budget:
         rtt_min / rtt_max: round trips timed, at least / at most.
         rtt_seconds: keep timing round trips until their sum reaches this (seconds).
         round_bytes: bytes per throughput round (the receiver holds one round).
+        round_units: units per throughput round, at most (small units: a round of 64 B
+            units holds this many, not ``round_bytes``).
         tput_seconds: keep sending rounds until their timed sum reaches this (seconds).
         tput_min_rounds: timed rounds, at least.
         tput_max_rounds: timed rounds, at most (per pass).
         burst: messages per burst of a ``delivery`` metric (one burst per pass).
+        msgs_burst: messages per burst of a ``messages`` metric.
+        msgs_warmup: messages of the untimed (verified) burst per pass.
+        msgs_seconds: keep sending bursts until their timed sum reaches this (seconds).
+        msgs_min_bursts: timed bursts, at least.
     """
 
     passes: int
@@ -83,6 +99,11 @@ class Budget:
     tput_min_rounds: int
     tput_max_rounds: int = 10_000
     burst: int = 2000
+    round_units: int = 16_384
+    msgs_burst: int = 20_000
+    msgs_warmup: int = 1000
+    msgs_seconds: float = 0.3
+    msgs_min_bursts: int = 3
 
 
 FULL = Budget(
@@ -91,9 +112,9 @@ FULL = Budget(
     rtt_batch=2000,
     rtt_min=5000,
     rtt_max=200_000,
-    rtt_seconds=0.6,
+    rtt_seconds=0.4,
     round_bytes=32 * MiB,
-    tput_seconds=0.6,
+    tput_seconds=0.4,
     tput_min_rounds=6,
 )
 QUICK = Budget(
@@ -106,6 +127,11 @@ QUICK = Budget(
     round_bytes=8 * MiB,
     tput_seconds=0.04,
     tput_min_rounds=1,
+    round_units=4096,
+    msgs_burst=4000,
+    msgs_warmup=256,
+    msgs_seconds=0.03,
+    msgs_min_bursts=1,
 )
 
 
@@ -124,9 +150,23 @@ class Placement:
     worker_cpu: int | None
 
 
-def placements() -> tuple[list[Placement], list[str]]:
-    """The placements this machine allows, and notes on the ones it does not."""
+PLACEMENTS = ("same-core", "cross-core")
+
+
+def placements(which: str = "all") -> tuple[list[Placement], list[str]]:
+    """The placements this machine allows, and notes on the ones it does not.
+
+    Args:
+        which: ``"all"``, or one of :data:`PLACEMENTS` alone.
+
+    Raises:
+        ValueError: ``which`` is unknown, or this machine cannot place processes so.
+    """
+    if which != "all" and which not in PLACEMENTS:
+        raise ValueError(f"unknown placement {which!r}; use all, {', '.join(PLACEMENTS)}")
     if not hasattr(os, "sched_setaffinity"):
+        if which != "all":
+            raise ValueError(f"{which}: this platform cannot pin processes to cores")
         return [Placement("unpinned", None, None)], [
             "this platform cannot pin processes to cores; figures are unpinned"
         ]
@@ -135,8 +175,12 @@ def placements() -> tuple[list[Placement], list[str]]:
     notes: list[str] = []
     if len(cpus) >= 2:
         out.append(Placement("cross-core", cpus[0], cpus[1]))
+    elif which == "cross-core":
+        raise ValueError(f"cross-core: only CPU {cpus[0]} is available to this process")
     else:
         notes.append(f"cross-core skipped: only CPU {cpus[0]} is available to this process")
+    if which != "all":
+        out = [p for p in out if p.name == which]
     return out, notes
 
 
@@ -149,18 +193,18 @@ class CellResult:
         kind / size: the metric's kind and unit size in bytes.
         figures: rtt and latency: ``median``, ``p99``, ``mean``, ``min`` in µs;
             throughput: ``rate`` in MB/s (10**6 bytes per second); rate: ``rate`` in
-            operations per second; delivery: ``loss`` in %, ``rate`` (messages
-            delivered per second) and ``send_rate`` (messages written per second).
-            Empty when the scenario is unavailable.
+            operations per second; messages: ``rate`` in messages per second; delivery:
+            ``loss`` in %, ``rate`` (messages delivered per second) and ``send_rate``
+            (messages written per second). Empty when the scenario is unavailable.
         messages: units moved while timing (a round trip moves two; a set-to-wake round
             two signals, set and acknowledgement; a hand-off one; a burst, the messages
             delivered).
         nbytes: payload bytes moved while timing.
         seconds: timed seconds.
         repeats: round trips (rtt), signals (latency), rounds (throughput, rate) or
-            bursts (delivery) timed.
-        per_pass: the headline figure (rtt, latency: median µs; throughput: MB/s; rate:
-            per second; delivery: loss %) of each pass, to show the spread.
+            bursts (delivery, messages) timed.
+        per_pass: the headline figure (rtt, latency: median µs; throughput: MB/s; rate,
+            messages: per second; delivery: loss %) of each pass, to show the spread.
         verified: every payload, warm-up included, checked.
         checksum: CRC-32 of one round, ``"crc32:xxxxxxxx"`` (throughput).
         counts: delivery: ``sent``, ``received`` and ``duplicates`` (messages).
@@ -197,6 +241,7 @@ class RunResult:
     source: Source | None = None
     started: float = 0.0
     duration: float = 0.0
+    limit: LimitSizing | None = None
 
 
 @dataclass
@@ -252,6 +297,21 @@ class _Cell:
                 repeats=self.rounds,
                 per_pass=self.per_pass,
                 counts=dict(self.counts),
+            )
+        if m.kind == MESSAGES:
+            return CellResult(
+                scenario=self.scenario,
+                placement=self.placement,
+                metric=m.key,
+                kind=m.kind,
+                size=m.size,
+                figures={"rate": self.messages / (self.ns / 1e9)},
+                messages=self.messages,
+                nbytes=self.nbytes,
+                seconds=self.ns / 1e9,
+                repeats=self.rounds,
+                per_pass=self.per_pass,
+                checksum=f"crc32:{self.crc:08x}",
             )
         if m.kind == RATE:
             return CellResult(
@@ -315,10 +375,15 @@ class Runner:
         quick: the short budget (:data:`QUICK`) instead of :data:`FULL`.
         source: the data moved in throughput cells (random by default, or a file).
         fault: test hook: ``"rtt"`` damages one echo in the worker, ``"throughput"``
-            one unit sent by the runner; the run must then fail verification.
+            one unit sent by the runner, ``"msgs"`` one message of a burst; the run must
+            then fail verification.
         progress: called with (description, steps done) around each cell.
-        metrics: the metrics to measure (all by default).
+        metrics: the metrics to measure (all but the ``--plot`` sizes by default).
         budget: overrides the budget ``quick`` selects.
+        placement: ``"all"``, ``"same-core"`` or ``"cross-core"``.
+
+    Raises:
+        ValueError: the placement is impossible here.
     """
 
     def __init__(
@@ -329,8 +394,9 @@ class Runner:
         source: Source | None = None,
         fault: str | None = None,
         progress: ProgressFn | None = None,
-        metrics: Sequence[Metric] = METRICS,
+        metrics: Sequence[Metric] = DEFAULT_METRICS,
         budget: Budget | None = None,
+        placement: str = "all",
     ) -> None:
         self.scenarios = list(scenarios)
         self.quick = quick
@@ -340,7 +406,9 @@ class Runner:
         self.fault = fault
         self.metrics = list(metrics)
         self._progress = progress
-        self.placements, self.notes = placements()
+        self.placements, self.notes = placements(placement)
+        self._limit_set: LimitSet | None = None
+        self._msg_start = 0  # where the next burst of messages starts in the pool
         #: scenario name -> why it cannot run here (its cells are reported without figures)
         self.unavailable: dict[str, str] = {}
         for sc in self.scenarios:
@@ -397,6 +465,11 @@ class Runner:
                             cells[(sc.name, placement.name, m.key)] = _Cell(
                                 sc.name, placement.name, m, unavailable=self.unavailable[sc.name]
                             )
+        if any(sc.limit and any(m.kind == THROUGHPUT for m in ms) for sc, _p, ms in self.plan()):
+            result.limit = limit_sizing()
+            result.notes.append(result.limit.reason)
+            self._step(f"preparing the memcpy limit's {result.limit.bytes // MiB} MiB source", 0)
+            self._limit_set = LimitSet(result.limit.bytes)
         workdir = tempfile.mkdtemp(prefix=f"winipc-bench-{os.getpid()}-")
         try:
             n = 0
@@ -408,6 +481,9 @@ class Runner:
                     self._session(sc, placement, mine, setup, pass_no)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if self._limit_set is not None:
+                self._limit_set.close()
+                self._limit_set = None
         result.results = [c.finish() for c in cells.values()]
         result.duration = time.monotonic() - t0
         return result
@@ -436,8 +512,12 @@ class Runner:
                         ):
                             if cell.metric.kind == RTT:
                                 self._rtt(worker, ep, cell)
+                            elif cell.metric.kind == THROUGHPUT and sc.limit:
+                                self._limit_throughput(worker, ep, cell)
                             elif cell.metric.kind == THROUGHPUT:
                                 self._throughput(worker, ep, cell)
+                            elif cell.metric.kind == MESSAGES:
+                                self._messages(worker, ep, cell)
                             elif cell.metric.kind == DELIVERY:
                                 self._delivery(worker, sc, ep, cell)
                             else:
@@ -536,7 +616,7 @@ class Runner:
     # ---------------------------------------------------------------- throughput
     def _throughput(self, worker: WorkerSession, ep: Endpoint, cell: _Cell) -> None:
         b, size, k = self.budget, cell.metric.size, self.budget.passes
-        units = self.source.round(size, b.round_bytes)
+        units = self.source.round(size, b.round_bytes, b.round_units)
         period = len(self.source.data) if self.source.file else None
         sender: Endpoint = Corrupting(ep) if self.fault == "throughput" else ep
         # warm-up: a few units, or one whole pass of a file (verified, not timed)
@@ -556,11 +636,88 @@ class Runner:
         cell.crc = crc
         cell.per_pass.append(total * rounds / (ns / 1e9) / 1e6)
 
+    def _limit_throughput(self, worker: WorkerSession, ep: Endpoint, cell: _Cell) -> None:
+        """Throughput of the limit: every round a fresh window of the large set.
+
+        The round's checksum is computed after the round (computing it before would
+        bring the window into the cache): the worker reports the CRC-32 of what it
+        received and the runner compares it with that of the window.
+        """
+        b, size, k = self.budget, cell.metric.size, self.budget.passes
+        assert self._limit_set is not None
+        limit_set = self._limit_set
+        sender: Endpoint = Corrupting(ep) if self.fault == "throughput" else ep
+
+        def one(units: list[memoryview]) -> int:
+            total = len(units) * size
+            worker.command({"op": "sink", "size": size, "total": total, "period": None, "crc32": None})
+            elapsed = send_round(sender, units)
+            got = worker.reply(self._cell_timeout())
+            crc = crc32_of(units)
+            if got.get("crc32") != crc or got.get("bytes") != total:
+                raise VerificationError(
+                    f"throughput: checksum mismatch (the receiver reports crc32 "
+                    f"{got.get('crc32')} over {got.get('bytes')} bytes; sent {crc} over {total})"
+                )
+            cell.crc = crc
+            return elapsed
+
+        one(limit_set.round(size, 4 * size))  # warm-up: verified, not timed
+        rounds, ns, nbytes, count = 0, 0, 0, 0
+        least = max(1, math.ceil(b.tput_min_rounds / k))
+        while rounds < b.tput_max_rounds and (rounds < least or ns < b.tput_seconds / k * 1e9):
+            units = limit_set.round(size, b.round_bytes, b.round_units)
+            ns += one(units)
+            rounds, nbytes, count = rounds + 1, nbytes + len(units) * size, count + len(units)
+            del units
+        cell.nbytes += nbytes
+        cell.ns += ns
+        cell.rounds += rounds
+        cell.messages += count
+        cell.per_pass.append(nbytes / (ns / 1e9) / 1e6)
+
+    # ---------------------------------------------------------------- messages
+    def _messages(self, worker: WorkerSession, ep: Endpoint, cell: _Cell) -> None:
+        """Bursts of small messages one way; figure: messages per second.
+
+        Each burst's messages are cut from the random pool at offsets no earlier burst
+        used; the worker checks each length and the CRC-32 of the whole burst.
+        """
+        b, size, k = self.budget, cell.metric.size, self.budget.passes
+        sender: Endpoint = Corrupting(ep) if self.fault == "msgs" else ep
+
+        def burst(count: int) -> int:
+            units = rtt_units(self.rtt_pool, size, count, self._msg_start)
+            self._msg_start += count
+            crc = crc32_of(units)
+            worker.command({"op": "msgs", "size": size, "count": count, "crc32": crc})
+            elapsed = send_burst(sender, units, batches(units))
+            got = worker.reply(self._cell_timeout())
+            if got.get("crc32") != crc or got.get("units") != count:
+                raise VerificationError(
+                    f"messages: the receiver reports crc32 {got.get('crc32')} over "
+                    f"{got.get('units')} messages; sent {crc} over {count}"
+                )
+            cell.crc = crc
+            return elapsed
+
+        burst(max(1, b.msgs_warmup))
+        bursts, ns, count = 0, 0, 0
+        least = max(1, math.ceil(b.msgs_min_bursts / k))
+        while bursts < least or ns < b.msgs_seconds / k * 1e9:
+            ns += burst(b.msgs_burst)
+            bursts, count = bursts + 1, count + b.msgs_burst
+        cell.messages += count
+        cell.nbytes += count * size
+        cell.ns += ns
+        cell.rounds += bursts
+        cell.per_pass.append(count / (ns / 1e9))
+
     def _round(
         self,
         worker: WorkerSession,
         ep: Endpoint,
-        units: Sequence[memoryview],
+        units: Sequence[bytes],
         size: int,
         period: int | None,
         crc: int | None = None,

@@ -2,8 +2,9 @@
 
 The peers are the best plain use of each mechanism a Python programmer would write by
 hand: ``sendall`` / ``recv_into`` on an AF_UNIX stream socket, and ``send_bytes`` /
-``recv_bytes`` on a ``multiprocessing.connection`` over AF_UNIX. Every receiver returns a
-fresh buffer per unit, as winipc's ``read_exact`` and ``recv`` do.
+``recv_bytes_into`` on a ``multiprocessing.connection`` over AF_UNIX. Each receiver uses
+its fastest plain API: where an end offers ``recv_into`` (winipc message pipes, both
+peers here) the throughput sink receives into one reused buffer.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from multiprocessing import BufferTooShort
 from multiprocessing.connection import Client, Connection, Listener
 
 import winipc.pipes
 from winipc.bench.registry import RTT, Buffer, Endpoint, Scenario, Setup, register
+from winipc.bench.scenarios_peers import _SocketStreamEnd
 
 
 # --------------------------------------------------------------------------- winipc pipes
@@ -36,23 +39,21 @@ class _PipeEndpoint:
     def send_many(self, units: list[Buffer]) -> None:
         self._conn.send_many(units)
 
-    def recv_many(self, max_count: int) -> list[bytes]:
-        if self._message:
-            return self._conn.recv_many(max_count)
-        raise NotImplementedError("a byte pipe has no message boundaries")
-
     def close(self) -> None:
         self._conn.close()
 
 
-class _FastEndpoint(_PipeEndpoint):
-    """Message mode on the shared-memory fast path; receives into the caller's buffer."""
+class _MessageEndpoint(_PipeEndpoint):
+    """Message mode: batches of whole messages, and receiving into the caller's buffer."""
+
+    def recv_many(self, max_count: int) -> list[bytes]:
+        return self._conn.recv_many(max_count)
 
     def recv_into(self, buffer: memoryview) -> int:
         return self._conn.recv_into(buffer)
 
 
-class _ZeroCopyEndpoint(_PipeEndpoint):
+class _ZeroCopyEndpoint(_MessageEndpoint):
     """Message mode on the fast path: ``send_buffer`` to write, ``recv_view`` to read.
 
     A received view keeps its ring space until it is dropped; the round trip drops each
@@ -144,8 +145,9 @@ class NamedPipeScenario(Scenario):
                 raise RuntimeError(f"{self.name}: the connection did not take the fast path")
             if self.variant == "fast-nospin":
                 conn.spin_time = 0.0
-        cls = {"fast": _FastEndpoint, "fast-nospin": _FastEndpoint, "zerocopy": _ZeroCopyEndpoint}
-        return cls.get(self.variant, _PipeEndpoint)(conn, self.message)
+        if self.variant == "zerocopy":
+            return _ZeroCopyEndpoint(conn, self.message)
+        return (_MessageEndpoint if self.message else _PipeEndpoint)(conn, self.message)
 
     def serve(self, setup: Setup) -> _PipeListening:
         return _PipeListening(f"\\\\.\\pipe\\winipc-bench-{setup.tag}-{self.name}", self)
@@ -157,6 +159,7 @@ class NamedPipeScenario(Scenario):
 
 # --------------------------------------------------------------------------- AF_UNIX stream
 def _recv_exact(sock: socket.socket, size: int) -> bytearray:
+    """Exactly ``size`` bytes from a stream socket (used by the mapping scenario too)."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -166,20 +169,6 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
             raise EOFError(f"socket: end of file after {got} of {size} bytes")
         got += n
     return buf
-
-
-class _SocketEndpoint:
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def send(self, data: Buffer) -> None:
-        self._sock.sendall(data)
-
-    def recv(self, size: int) -> Buffer:
-        return _recv_exact(self._sock, size)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class _SocketListening:
@@ -197,7 +186,7 @@ class _SocketListening:
         self._sock.settimeout(timeout)
         conn, _ = self._sock.accept()
         conn.settimeout(None)
-        return _SocketEndpoint(conn)
+        return _SocketStreamEnd(conn)
 
     def close(self) -> None:
         self._sock.close()
@@ -211,7 +200,10 @@ class UnixSocketScenario(Scenario):
     name = "af-unix-stream"
     mechanism = "raw AF_UNIX SOCK_STREAM socket"
     peer = True
-    description = "bind/listen/accept on a path; sendall() and recv_into() of exact chunks"
+    description = (
+        "bind/listen/accept on a path; sendall() and recv_into() of exact chunks, "
+        "sendmsg() gather writes for batches"
+    )
 
     def serve(self, setup: Setup) -> _SocketListening:
         return _SocketListening(os.path.join(setup.workdir, f"{self.name}.sock"))
@@ -223,7 +215,7 @@ class UnixSocketScenario(Scenario):
         except BaseException:
             sock.close()
             raise
-        return _SocketEndpoint(sock)
+        return _SocketStreamEnd(sock)
 
 
 # --------------------------------------------------------------------------- multiprocessing
@@ -236,6 +228,12 @@ class _MpEndpoint:
 
     def recv(self, size: int) -> Buffer:
         return self._conn.recv_bytes()
+
+    def recv_into(self, buffer: memoryview) -> int:
+        try:
+            return self._conn.recv_bytes_into(buffer)
+        except BufferTooShort as exc:
+            return len(exc.args[0])
 
     def close(self) -> None:
         self._conn.close()

@@ -41,6 +41,7 @@ from winipc import errors as W
 from winipc._backends import os_backend as B
 from winipc.bench.registry import (
     DELIVERY,
+    MESSAGES,
     RTT,
     THROUGHPUT,
     Buffer,
@@ -184,7 +185,7 @@ class MailslotScenario(Scenario):
 
     name = "winipc-mailslot"
     mechanism = "winipc mailslots, one per direction"
-    kinds = frozenset({RTT, THROUGHPUT, DELIVERY})
+    kinds = frozenset({RTT, THROUGHPUT, MESSAGES, DELIVERY})
     description = (
         "Mailslot() in each process, open_mailslot() of the other's; write() and read() of "
         "whole messages; delivery bursts by the local writer"

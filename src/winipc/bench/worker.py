@@ -10,7 +10,9 @@ like any real peer) and talks to it with JSON lines, outside every timed section
 3. stdin, one command per line, each answered with one stdout line:
    ``{"op": "echo", "size", "count"}`` -> ``{"ok": true}``;
    ``{"op": "sink", "size", "total", "period", "crc32"}`` -> ``{"ok": true, "crc32", "bytes",
-   "units"}``; ``{"op": "exchange", "metric", "count"}`` -> ``{"ok": true, "stamps"}``
+   "units"}`` (``crc32`` null: the runner checks the reported one itself, after the
+   round); ``{"op": "msgs", "size", "count", "crc32"}`` -> ``{"ok": true, "crc32",
+   "bytes", "units"}``; ``{"op": "exchange", "metric", "count"}`` -> ``{"ok": true, "stamps"}``
    (the worker's side of :meth:`~winipc.bench.registry.Scenario.exchange`);
    ``{"op": "quit"}`` (or end of input) ends the worker.
 
@@ -27,7 +29,15 @@ from typing import Any
 
 from winipc.bench import registry
 from winipc.bench.registry import Endpoint, Listening, Setup
-from winipc.bench.workload import Corrupting, VerificationError, echo, sink
+from winipc.bench.workload import (
+    Corrupting,
+    RoundBuffer,
+    SinkResult,
+    VerificationError,
+    echo,
+    sink,
+    take_messages,
+)
 
 
 def _say(obj: dict[str, Any]) -> None:
@@ -43,6 +53,14 @@ def _read() -> dict[str, Any] | None:
     if not isinstance(obj, dict):
         raise ValueError(f"worker: expected a JSON object, got {line!r}")
     return obj
+
+
+def _check(got: SinkResult, want: Any, what: str) -> None:
+    if want is not None and got.crc32 != int(want):
+        raise VerificationError(
+            f"{what}: checksum mismatch at the receiver (crc32 sent {int(want):08x}, "
+            f"received {got.crc32:08x}, {got.nbytes} bytes in {got.units} units)"
+        )
 
 
 def _serve(job: dict[str, Any]) -> None:
@@ -61,6 +79,7 @@ def _serve(job: dict[str, Any]) -> None:
         _say({"ready": True, "address": listening.address, "pid": os.getpid()})
         ep = listening.accept(float(job.get("accept_timeout", 30.0)))
         echo_ep: Endpoint = Corrupting(ep) if job.get("fault") == "rtt" else ep
+        buffer = RoundBuffer()  # where ends with recv_into receive, reused every round
         while (cmd := _read()) is not None:
             op = cmd.get("op")
             if op == "quit":
@@ -71,15 +90,17 @@ def _serve(job: dict[str, Any]) -> None:
             elif op == "sink":
                 period = cmd.get("period")
                 got = sink(
-                    ep, int(cmd["size"]), int(cmd["total"]), None if period is None else int(period)
+                    ep,
+                    int(cmd["size"]),
+                    int(cmd["total"]),
+                    None if period is None else int(period),
+                    buffer,
                 )
-                want = int(cmd["crc32"])
-                if got.crc32 != want:
-                    raise VerificationError(
-                        f"throughput: checksum mismatch at the receiver (crc32 sent "
-                        f"{want:08x}, received {got.crc32:08x}, {got.nbytes} bytes in "
-                        f"{got.units} units)"
-                    )
+                _check(got, cmd.get("crc32"), "throughput")
+                _say({"ok": True, "crc32": got.crc32, "bytes": got.nbytes, "units": got.units})
+            elif op == "msgs":
+                got = take_messages(ep, int(cmd["size"]), int(cmd["count"]), buffer)
+                _check(got, cmd.get("crc32"), "messages")
                 _say({"ok": True, "crc32": got.crc32, "bytes": got.nbytes, "units": got.units})
             elif op == "exchange":
                 metric = registry.metric(str(cmd["metric"]))
