@@ -9,7 +9,6 @@ peers here) the throughput sink receives into one reused buffer.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from multiprocessing import BufferTooShort
@@ -17,7 +16,7 @@ from multiprocessing.connection import Client, Connection, Listener
 
 import winipc.pipes
 from winipc.bench.registry import RTT, Buffer, Endpoint, Scenario, Setup, register
-from winipc.bench.scenarios_peers import _SocketStreamEnd
+from winipc.bench.scenarios_peers import _SocketStreamEnd, _UnixListening
 
 
 # --------------------------------------------------------------------------- winipc pipes
@@ -171,29 +170,6 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
     return buf
 
 
-class _SocketListening:
-    def __init__(self, path: str) -> None:
-        self.address = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._sock.bind(path)
-            self._sock.listen(1)
-        except BaseException:
-            self._sock.close()
-            raise
-
-    def accept(self, timeout: float | None) -> Endpoint:
-        self._sock.settimeout(timeout)
-        conn, _ = self._sock.accept()
-        conn.settimeout(None)
-        return _SocketStreamEnd(conn)
-
-    def close(self) -> None:
-        self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.address)
-
-
 class UnixSocketScenario(Scenario):
     """Peer: a raw AF_UNIX SOCK_STREAM socket bound to a path in the run's workdir."""
 
@@ -205,8 +181,9 @@ class UnixSocketScenario(Scenario):
         "sendmsg() gather writes for batches"
     )
 
-    def serve(self, setup: Setup) -> _SocketListening:
-        return _SocketListening(os.path.join(setup.workdir, f"{self.name}.sock"))
+    def serve(self, setup: Setup) -> _UnixListening:
+        path = os.path.join(setup.workdir, f"{self.name}.sock")
+        return _UnixListening(path, socket.SOCK_STREAM, _SocketStreamEnd)
 
     def connect(self, address: str, setup: Setup) -> Endpoint:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

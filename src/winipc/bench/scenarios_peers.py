@@ -62,7 +62,7 @@ import pickle
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing import context as mp_context
 from multiprocessing import get_context
 from multiprocessing.reduction import ForkingPickler
@@ -386,10 +386,16 @@ class _PacketEnd:
         self._sock.close()
 
 
-class _PacketListening:
-    def __init__(self, path: str) -> None:
+class _UnixListening:
+    """Worker side of a raw AF_UNIX peer: a socket of ``kind`` bound to ``path``.
+
+    ``make_end`` turns the accepted socket into the scenario's end.
+    """
+
+    def __init__(self, path: str, kind: int, make_end: Callable[[socket.socket], Endpoint]) -> None:
         self.address = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._make_end = make_end
+        self._sock = socket.socket(socket.AF_UNIX, kind)
         try:
             self._sock.bind(path)
             self._sock.listen(1)
@@ -401,13 +407,17 @@ class _PacketListening:
         self._sock.settimeout(timeout)
         conn, _ = self._sock.accept()
         conn.settimeout(None)
-        _seqpacket_buffers(conn)
-        return _PacketEnd(conn)
+        return self._make_end(conn)
 
     def close(self) -> None:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.address)
+
+
+def _packet_end(conn: socket.socket) -> Endpoint:
+    _seqpacket_buffers(conn)
+    return _PacketEnd(conn)
 
 
 class SeqpacketScenario(Scenario):
@@ -425,8 +435,9 @@ class SeqpacketScenario(Scenario):
         # a packet larger than the send buffer cannot be sent (EMSGSIZE)
         return super().supports(metric) and metric.size <= seqpacket_max_message()
 
-    def serve(self, setup: Setup) -> _PacketListening:
-        return _PacketListening(os.path.join(setup.workdir, f"{self.name}.sock"))
+    def serve(self, setup: Setup) -> _UnixListening:
+        path = os.path.join(setup.workdir, f"{self.name}.sock")
+        return _UnixListening(path, socket.SOCK_SEQPACKET, _packet_end)
 
     def connect(self, address: str, setup: Setup) -> Endpoint:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
