@@ -189,7 +189,7 @@ class PipeConnection(ConnectedEnd):
             raise W.OperationAborted(f"{self.name}: the I/O operation was cancelled") from None
         if _fast.ControlPending is not None and isinstance(exc, _fast.ControlPending):
             self._control_pending = True
-            self._handle_waits()
+            self._raise_handle_waits()
         if isinstance(exc, ValueError):
             if self._closed:
                 raise W.OperationAborted(f"{self.name}: the handle was closed during the call") from None
@@ -199,7 +199,7 @@ class PipeConnection(ConnectedEnd):
             raise W.InvalidParameter(f"{self.name}: {exc}") from None
         raise exc
 
-    def _handle_waits(self) -> None:
+    def _raise_handle_waits(self) -> None:
         raise W.InvalidData(f"{self.name}: the peer sent a handle here; receive it with recv_handle()")
 
     def _service_socket(self) -> None:
@@ -244,7 +244,7 @@ class PipeConnection(ConnectedEnd):
     def _ring_read(self, op: str, arg: Any, timeout: float | None) -> Any:
         """One reader call on the ring, with the socket serviced between attempts."""
         if self._control_pending:
-            self._handle_waits()
+            self._raise_handle_waits()
         if self._disconnected:
             raise W.PipeNotConnected(f"{self.name}: the server disconnected this client")
         ring = self._ring

@@ -57,11 +57,9 @@ SPIN_SECONDS = 50e-6
 
 
 def enabled(requested: bool | None) -> bool:
-    """Whether this end should speak the fast path (``WINIPC_FASTPATH=0`` turns it off)."""
-    if _ring is None:
+    """Whether this end speaks the fast path: not for False, nor with ``WINIPC_FASTPATH=0``."""
+    if _ring is None or requested is False:
         return False
-    if requested is not None:
-        return requested
     return os.environ.get("WINIPC_FASTPATH", "1").strip().lower() not in ("0", "off", "no", "false")
 
 

@@ -82,6 +82,10 @@ class PipeInstance(PipeConnection):
             take only local clients, remote transport comes later).
         nowait: PIPE_NOWAIT: connect() and reads return at once.
         max_message_size: largest message (bytes) a peer may announce; longer is an error.
+        fast_path: None or True (default None) offers the shared-memory fast path to
+            local winipc clients (listening at ``<pid>.<n>.fp1.sock``) when the extension
+            is built and ``WINIPC_FASTPATH`` is not 0; False keeps every client on the
+            socket. Plain clients (socat) get the socket format either way.
 
     Raises:
         InvalidName: a bad name.
@@ -467,9 +471,10 @@ def connect(
         nowait: PIPE_NOWAIT for this handle.
         expect_server_uid: refuse a server not running as this user id.
         max_message_size: largest message (bytes) accepted from the server.
-        fast_path: None (default) moves payloads through shared memory when the server
-            is a local winipc process that speaks it (``WINIPC_FASTPATH=0`` turns it
-            off); False never does. The API is the same either way.
+        fast_path: None or True (default None) moves payloads through shared memory
+            when the server is a local winipc process that speaks it, the extension is
+            built and ``WINIPC_FASTPATH`` is not 0; False never does. The API is the
+            same either way; ``conn.fast_path`` says which was taken.
 
     Returns:
         The connected :class:`PipeConnection`.
