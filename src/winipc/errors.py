@@ -33,7 +33,27 @@ when known)::
     ├── TooManyPosts (ValueError)                 298  ERROR_TOO_MANY_POSTS
     ├── MappedAlignment (ValueError)              1132 ERROR_MAPPED_ALIGNMENT
     ├── InvalidWindowHandle (ValueError)          1400 ERROR_INVALID_WINDOW_HANDLE
-    └── AbandonedMutex                            735  ERROR_ABANDONED_WAIT_0 (ownership granted)
+    ├── AbandonedMutex                            735  ERROR_ABANDONED_WAIT_0 (ownership granted)
+    ├── CorruptQueueError (ValueError)            1392 ERROR_FILE_CORRUPT   (a queue file failed its checks)
+    └── MsmqError                                 MSMQ's HRESULTs (negative, as MQERROR is signed)
+        ├── QueueNotFound (FileNotFoundError)     MQ_ERROR_QUEUE_NOT_FOUND
+        ├── QueueDeleted (FileNotFoundError)      MQ_ERROR_QUEUE_DELETED
+        ├── QueueExists (FileExistsError)         MQ_ERROR_QUEUE_EXISTS
+        ├── QueueAccessDenied (PermissionError)   MQ_ERROR_ACCESS_DENIED
+        ├── SharingViolation (PermissionError)    MQ_ERROR_SHARING_VIOLATION
+        ├── IoTimeout (TimeoutError)              MQ_ERROR_IO_TIMEOUT
+        ├── OperationCancelled (InterruptedError) MQ_ERROR_OPERATION_CANCELLED
+        ├── IllegalQueuePathname (ValueError)     MQ_ERROR_ILLEGAL_QUEUE_PATHNAME
+        ├── IllegalFormatName (ValueError)        MQ_ERROR_ILLEGAL_FORMATNAME
+        ├── IllegalPropertyValue (ValueError)     MQ_ERROR_ILLEGAL_PROPERTY_VALUE (also LABEL_TOO_LONG)
+        ├── TransactionUsage (ValueError)         MQ_ERROR_TRANSACTION_USAGE
+        ├── TransactionSequence (ValueError)      MQ_ERROR_TRANSACTION_SEQUENCE
+        ├── IllegalCursorAction (ValueError)      MQ_ERROR_ILLEGAL_CURSOR_ACTION
+        ├── MessageNotFound (LookupError)         MQ_ERROR_MESSAGE_NOT_FOUND
+        ├── MessageAlreadyReceived (LookupError)  MQ_ERROR_MESSAGE_ALREADY_RECEIVED
+        ├── InsufficientResources (OSError)       MQ_ERROR_INSUFFICIENT_RESOURCES (quota exceeded)
+        ├── MessageStorageFailed (OSError)        MQ_ERROR_MESSAGE_STORAGE_FAILED
+        └── QueueNotAvailable (ConnectionError)   MQ_ERROR_QUEUE_NOT_AVAILABLE (remote server unreachable)
 
 ``from_winerror(code, message)`` builds the right class for a code. The codes themselves
 are the ``ERROR_*`` constants of this module (and of ``winipc.win32.winerror``).
@@ -72,7 +92,33 @@ ERROR_IO_INCOMPLETE = 996
 ERROR_IO_PENDING = 997
 ERROR_MAPPED_ALIGNMENT = 1132
 ERROR_INVALID_WINDOW_HANDLE = 1400
+ERROR_FILE_CORRUPT = 1392
 ERROR_TIMEOUT = 1460
+
+# MSMQ's HRESULTs (mq.h), as signed 32-bit values like pywin32 and windows-sys give them.
+MQ_ERROR = -0x3FF1FFFF  # 0xC00E0001
+MQ_ERROR_QUEUE_NOT_FOUND = -0x3FF1FFFD  # 0xC00E0003
+MQ_ERROR_QUEUE_EXISTS = -0x3FF1FFFB  # 0xC00E0005
+MQ_ERROR_INVALID_PARAMETER = -0x3FF1FFFA  # 0xC00E0006
+MQ_ERROR_INVALID_HANDLE = -0x3FF1FFF9  # 0xC00E0007
+MQ_ERROR_OPERATION_CANCELLED = -0x3FF1FFF8  # 0xC00E0008
+MQ_ERROR_SHARING_VIOLATION = -0x3FF1FFF7  # 0xC00E0009
+MQ_ERROR_ILLEGAL_QUEUE_PATHNAME = -0x3FF1FFEC  # 0xC00E0014
+MQ_ERROR_ILLEGAL_PROPERTY_VALUE = -0x3FF1FFE8  # 0xC00E0018
+MQ_ERROR_IO_TIMEOUT = -0x3FF1FFE5  # 0xC00E001B
+MQ_ERROR_ILLEGAL_CURSOR_ACTION = -0x3FF1FFE4  # 0xC00E001C
+MQ_ERROR_MESSAGE_ALREADY_RECEIVED = -0x3FF1FFE3  # 0xC00E001D
+MQ_ERROR_ILLEGAL_FORMATNAME = -0x3FF1FFE2  # 0xC00E001E
+MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION = -0x3FF1FFE0  # 0xC00E0020
+MQ_ERROR_ACCESS_DENIED = -0x3FF1FFDB  # 0xC00E0025
+MQ_ERROR_INSUFFICIENT_RESOURCES = -0x3FF1FFD9  # 0xC00E0027
+MQ_ERROR_MESSAGE_STORAGE_FAILED = -0x3FF1FFD6  # 0xC00E002A
+MQ_ERROR_QUEUE_NOT_AVAILABLE = -0x3FF1FFB5  # 0xC00E004B
+MQ_ERROR_TRANSACTION_USAGE = -0x3FF1FFB0  # 0xC00E0050
+MQ_ERROR_TRANSACTION_SEQUENCE = -0x3FF1FFAF  # 0xC00E0051
+MQ_ERROR_QUEUE_DELETED = -0x3FF1FFA6  # 0xC00E005A
+MQ_ERROR_LABEL_TOO_LONG = -0x3FF1FFA3  # 0xC00E005D
+MQ_ERROR_MESSAGE_NOT_FOUND = -0x3FF1FF78  # 0xC00E0088
 
 #: Windows' FormatMessage text for each code winipc uses.
 MESSAGES: dict[int, str] = {
@@ -109,16 +155,52 @@ MESSAGES: dict[int, str] = {
     "proper alignment.",
     ERROR_INVALID_WINDOW_HANDLE: "Invalid window handle.",
     ERROR_TIMEOUT: "This operation returned because the timeout period expired.",
+    ERROR_FILE_CORRUPT: "The file or directory is corrupted and unreadable.",
+    MQ_ERROR: "Generic Error.",
+    MQ_ERROR_QUEUE_NOT_FOUND: "The queue is not registered in the directory service.",
+    MQ_ERROR_QUEUE_EXISTS: "A queue with the same pathname is already registered.",
+    MQ_ERROR_INVALID_PARAMETER: "An invalid parameter passed to a function.",
+    MQ_ERROR_INVALID_HANDLE: "An invalid handle passed to a function.",
+    MQ_ERROR_OPERATION_CANCELLED: "The operation was cancelled before it could be completed.",
+    MQ_ERROR_SHARING_VIOLATION: "Sharing violation. The queue is already opened for exclusive receive.",
+    MQ_ERROR_ILLEGAL_QUEUE_PATHNAME: "Illegal queue path name.",
+    MQ_ERROR_ILLEGAL_PROPERTY_VALUE: "Illegal property value.",
+    MQ_ERROR_IO_TIMEOUT: "The MQReceiveMessage timeout has expired.",
+    MQ_ERROR_ILLEGAL_CURSOR_ACTION: "MQ_ACTION_PEEK_NEXT specified to MQReceiveMessage can not be "
+    "used with the current cursor position.",
+    MQ_ERROR_MESSAGE_ALREADY_RECEIVED: "A message that is currently pointed at by the cursor has "
+    "been removed from the queue.",
+    MQ_ERROR_ILLEGAL_FORMATNAME: "The given format name is invalid.",
+    MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION: "The requested operation for the specified format "
+    "name is not supported.",
+    MQ_ERROR_ACCESS_DENIED: "Access is denied.",
+    MQ_ERROR_INSUFFICIENT_RESOURCES: "Insufficient resources to perform operation.",
+    MQ_ERROR_MESSAGE_STORAGE_FAILED: "Could not store a recoverable or journal message. Message "
+    "was not sent.",
+    MQ_ERROR_QUEUE_NOT_AVAILABLE: "Error while reading from a queue residing on a remote computer.",
+    MQ_ERROR_TRANSACTION_USAGE: "Wrong transaction usage.",
+    MQ_ERROR_TRANSACTION_SEQUENCE: "Wrong transaction operations sequence.",
+    MQ_ERROR_QUEUE_DELETED: "The queue was deleted. Messages can not be received anymore using "
+    "this queue handle.",
+    MQ_ERROR_LABEL_TOO_LONG: "The passed label is too long.",
+    MQ_ERROR_MESSAGE_NOT_FOUND: "The message was not found.",
 }
 
 _NAMES: dict[int, str] = {
-    v: k for k, v in list(globals().items()) if k.startswith(("ERROR_", "WAIT_")) and k != "ERROR_SUCCESS"
+    v: k
+    for k, v in list(globals().items())
+    if k.startswith(("ERROR_", "WAIT_", "MQ_ERROR")) and k != "ERROR_SUCCESS"
 }
 
 
 def error_name(code: int) -> str:
     """The symbolic name of a Win32 code (``231`` -> ``"ERROR_PIPE_BUSY"``)."""
     return _NAMES.get(code, f"WIN32_{code}")
+
+
+def hresult_hex(code: int) -> str:
+    """An HRESULT as Windows prints it (``-1072824293`` -> ``"0xC00E001B"``)."""
+    return f"0x{code & 0xFFFFFFFF:08X}"
 
 
 class WinIPCError(OSError):
@@ -311,11 +393,103 @@ class AbandonedMutex(WinIPCError):
                 {"index": self.index, "mutex": None})
 
 
+class CorruptQueueError(WinIPCError, ValueError):
+    """A queue file failed its integrity checks (a record's checksum or SQLite's own).
+
+    Raised instead of returning damaged data; ``winipc queue integrity PATH`` reports
+    where. Win32: ERROR_FILE_CORRUPT.
+    """
+
+    winerror_default = ERROR_FILE_CORRUPT
+
+
+class MsmqError(WinIPCError):
+    """An MSMQ-style queue operation failed; ``winerror`` is MSMQ's HRESULT (``MQ_ERROR_*``)."""
+
+    winerror_default = MQ_ERROR
+
+    def __str__(self) -> str:
+        return f"[{hresult_hex(self.winerror)} {error_name(self.winerror)}] {self.strerror}"
+
+
+class QueueNotFound(MsmqError, FileNotFoundError):
+    winerror_default = MQ_ERROR_QUEUE_NOT_FOUND
+
+
+class QueueDeleted(MsmqError, FileNotFoundError):
+    winerror_default = MQ_ERROR_QUEUE_DELETED
+
+
+class QueueExists(MsmqError, FileExistsError):
+    winerror_default = MQ_ERROR_QUEUE_EXISTS
+
+
+class QueueAccessDenied(MsmqError, PermissionError):
+    winerror_default = MQ_ERROR_ACCESS_DENIED
+
+
+class SharingViolation(MsmqError, PermissionError):
+    winerror_default = MQ_ERROR_SHARING_VIOLATION
+
+
+class IoTimeout(MsmqError, TimeoutError):
+    winerror_default = MQ_ERROR_IO_TIMEOUT
+
+
+class OperationCancelled(MsmqError, InterruptedError):
+    winerror_default = MQ_ERROR_OPERATION_CANCELLED
+
+
+class IllegalQueuePathname(MsmqError, ValueError):
+    winerror_default = MQ_ERROR_ILLEGAL_QUEUE_PATHNAME
+
+
+class IllegalFormatName(MsmqError, ValueError):
+    winerror_default = MQ_ERROR_ILLEGAL_FORMATNAME
+
+
+class IllegalPropertyValue(MsmqError, ValueError):
+    winerror_default = MQ_ERROR_ILLEGAL_PROPERTY_VALUE
+
+
+class TransactionUsage(MsmqError, ValueError):
+    winerror_default = MQ_ERROR_TRANSACTION_USAGE
+
+
+class TransactionSequence(MsmqError, ValueError):
+    winerror_default = MQ_ERROR_TRANSACTION_SEQUENCE
+
+
+class IllegalCursorAction(MsmqError, ValueError):
+    winerror_default = MQ_ERROR_ILLEGAL_CURSOR_ACTION
+
+
+class MessageNotFound(MsmqError, LookupError):
+    winerror_default = MQ_ERROR_MESSAGE_NOT_FOUND
+
+
+class MessageAlreadyReceived(MsmqError, LookupError):
+    winerror_default = MQ_ERROR_MESSAGE_ALREADY_RECEIVED
+
+
+class InsufficientResources(MsmqError):
+    winerror_default = MQ_ERROR_INSUFFICIENT_RESOURCES
+
+
+class MessageStorageFailed(MsmqError):
+    winerror_default = MQ_ERROR_MESSAGE_STORAGE_FAILED
+
+
+class QueueNotAvailable(MsmqError, ConnectionError):
+    winerror_default = MQ_ERROR_QUEUE_NOT_AVAILABLE
+
+
 _BY_CODE: dict[int, type[WinIPCError]] = {}
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, WinIPCError) and _cls.winerror_default:
         _BY_CODE.setdefault(_cls.winerror_default, _cls)
 _BY_CODE[ERROR_NO_DATA] = PipeClosing
+_BY_CODE[MQ_ERROR_LABEL_TOO_LONG] = IllegalPropertyValue
 
 
 def from_winerror(code: int, message: str | None = None, funcname: str | None = None) -> WinIPCError:

@@ -1,0 +1,293 @@
+"""OS calls of the local queue store (winipc.msmq): locks, group commit, doorbells.
+
+* :class:`FileLock` — an ``flock`` on a file of the queue's folder: one per open
+  description, so two handles in one process exclude each other like two processes, and
+  the kernel drops it when its holder dies.
+* :class:`GroupSync` — group commit: after a commit whose messages must be on disk, make
+  the queue's WAL durable with ``fdatasync``, unless another process's sync that started
+  after this commit already did. One sync covers every commit that finished before it
+  started, so concurrent producers share fsyncs.
+* :class:`Doorbell` — how a blocked receiver is woken without polling: it binds a
+  datagram socket (an abstract address on Linux) and registers the address as a file in
+  the queue's ``wait`` folder; a sender rings every registered doorbell after its commit.
+  A receiver registers before it looks at the queue, so a send it misses rings it.
+* :class:`OwnerToken` — a file a process holds an ``flock`` on while it has transactions
+  open; anyone can tell whether the owner of a transaction is alive by trying the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+
+from winipc import errors as W
+from winipc._backends.errors import translate
+
+LINUX = sys.platform.startswith("linux")
+
+
+def _open(path: str, flags: int, mode: int = 0o600) -> int:
+    try:
+        return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        raise translate(exc, "open", path) from None
+
+
+class FileLock:
+    """An exclusive (or shared) ``flock`` on ``path``, created 0600 when missing."""
+
+    def __init__(self, path: str, *, create: bool = True, mode: int = 0o600) -> None:
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            self.fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+        except PermissionError:
+            self.fd = _open(path, os.O_RDONLY)
+        self.path = path
+        self._thread = threading.Lock()
+
+    def acquire(self) -> None:
+        self._thread.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def try_shared(self) -> bool:
+        """A shared lock without waiting (held until close); False when an exclusive is held."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def try_exclusive(self) -> bool:
+        """An exclusive lock without waiting (held until close); False when any is held."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class GroupSync:
+    """Group commit of a SQLite WAL: :meth:`durable` after a commit that finished at ``t``.
+
+    The sync file holds, at offset 0, the CLOCK_MONOTONIC time (ns, system-wide) at which
+    the last completed ``fdatasync`` started; it is read and written only under the sync
+    file's flock, and written after the sync completed, so a value there always means
+    "everything committed before this time is on disk".
+    """
+
+    def __init__(self, sync_path: str, wal_path: str, dir_path: str, mode: int = 0o600) -> None:
+        self.lock = FileLock(sync_path, mode=mode)
+        self.wal_path = wal_path
+        self.dir_path = dir_path
+        self._dir_synced_ino = -1
+
+    def durable(self, committed_ns: int) -> bool:
+        """Make commits that finished by ``committed_ns`` durable; True when this call synced."""
+        fd = self.lock.fd
+        with self.lock:
+            raw = os.pread(fd, 8, 0)
+            last = struct.unpack("<q", raw)[0] if len(raw) == 8 else 0
+            if last > committed_ns:
+                return False
+            start = time.monotonic_ns()
+            try:
+                wal = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                wal = -1  # checkpointed and removed by its last user: the database file was synced
+            try:
+                if wal >= 0:
+                    os.fdatasync(wal)
+                    ino = os.fstat(wal).st_ino
+                    if ino != self._dir_synced_ino:  # a new WAL file: its name must be durable too
+                        dfd = os.open(self.dir_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                        try:
+                            os.fsync(dfd)
+                        finally:
+                            os.close(dfd)
+                        self._dir_synced_ino = ino
+            except OSError as exc:
+                raise W.MessageStorageFailed(f"fdatasync of {self.wal_path} failed: {exc.strerror}") from None
+            finally:
+                if wal >= 0:
+                    os.close(wal)
+            try:
+                os.pwrite(fd, struct.pack("<q", start), 0)
+            except OSError:
+                pass  # a reader-only handle: the next syncer syncs again, which is only slower
+            return True
+
+    def close(self) -> None:
+        self.lock.close()
+
+
+class Doorbell:
+    """A receiver's wake-up socket, registered in ``wait_dir`` while the doorbell is open."""
+
+    def __init__(self, wait_dir: str) -> None:
+        self.wait_dir = wait_dir
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        name = secrets.token_hex(12)
+        if LINUX:
+            self.sock.bind(b"\0winipc.mq." + name.encode())
+        else:  # pragma: no cover - macOS: a socket file in the folder itself
+            self.sock.bind(os.path.join(wait_dir, name + ".sock"))
+        self.entry = os.path.join(wait_dir, name)
+        try:
+            fd = os.open(self.entry, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            self.sock.close()
+            raise translate(exc, "open", self.entry) from None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> None:
+        try:
+            while True:
+                self.sock.recv(16)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.entry)
+        except OSError:
+            pass
+        if not LINUX:  # pragma: no cover
+            try:
+                os.unlink(self.entry + ".sock")
+            except OSError:
+                pass
+        self.sock.close()
+
+
+_ring_lock = threading.Lock()
+_ring_sock: socket.socket | None = None
+
+
+def ring(wait_dir: str) -> int:
+    """Wake every receiver registered in ``wait_dir``; returns how many were rung."""
+    global _ring_sock
+    try:
+        names = os.listdir(wait_dir)
+    except OSError:
+        return 0
+    if not names:
+        return 0
+    with _ring_lock:
+        if _ring_sock is None or _ring_sock.fileno() < 0:
+            _ring_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            _ring_sock.setblocking(False)
+        s = _ring_sock
+        rung = 0
+        for name in names:
+            if name.endswith(".sock"):
+                continue
+            addr: bytes | str = (
+                b"\0winipc.mq." + name.encode() if LINUX else os.path.join(wait_dir, name + ".sock")
+            )
+            try:
+                s.sendto(b"!", addr)
+                rung += 1
+            except (BlockingIOError, InterruptedError):
+                rung += 1  # its buffer is full of rings already: it will look
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    try:  # its receiver died without unregistering
+                        os.unlink(os.path.join(wait_dir, name))
+                    except OSError:
+                        pass
+        return rung
+
+
+def _after_fork() -> None:
+    global _ring_sock, _ring_lock
+    _ring_lock = threading.Lock()
+    _ring_sock = None
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class OwnerToken:
+    """This process's liveness token in ``folder``: a file it holds an exclusive flock on."""
+
+    def __init__(self, folder: str) -> None:
+        self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.path = os.path.join(folder, self.name)
+        self.pid = os.getpid()
+        self.fd = _open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.fchmod(self.fd, 0o644)  # others must be able to open it to test the lock
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(self.fd)
+            raise translate(exc, "flock", self.path) from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = -1
+
+
+def token_alive(folder: str, name: str) -> bool:
+    """True while the process holding token ``name`` in ``folder`` is alive."""
+    if "/" in name or name.startswith("."):
+        return False
+    path = os.path.join(folder, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: assume alive (never roll back a live transaction)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        # the holder is gone: remove its token (best effort; the owner's folder may refuse)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+    finally:
+        os.close(fd)
