@@ -599,18 +599,45 @@ def _post_ack(original: M.Message, cls: M.MessageClass) -> None:
 # ------------------------------------------------------------------------- transactions
 
 _token_lock = threading.Lock()
-_token: F.OwnerToken | None = None
+#: this process's liveness token per store, held while it has transactions open there
+_tokens: dict[str, tuple[F.OwnerToken, int]] = {}
 _tx_counter = itertools.count(1)
 
 
-def _owner_token() -> F.OwnerToken:
-    global _token
+def _acquire_token(root: str) -> F.OwnerToken:
     with _token_lock:
-        if _token is None or _token.pid != os.getpid() or _token.fd < 0:
-            folder = _tx_folder(store_root())
-            sweep_tokens(folder)
-            _token = F.OwnerToken(folder)
-        return _token
+        entry = _tokens.get(root)
+        if entry is not None and entry[0].pid == os.getpid() and entry[0].fd >= 0:
+            _tokens[root] = (entry[0], entry[1] + 1)
+            return entry[0]
+        folder = _tx_folder(root)
+        sweep_tokens(folder)
+        token = F.OwnerToken(folder)
+        _tokens[root] = (token, 1)
+        return token
+
+
+def _release_token(root: str, token: F.OwnerToken) -> None:
+    with _token_lock:
+        entry = _tokens.get(root)
+        if entry is None or entry[0] is not token:
+            return
+        if entry[1] <= 1:
+            del _tokens[root]
+            if token.pid == os.getpid():
+                token.close()
+        else:
+            _tokens[root] = (token, entry[1] - 1)
+
+
+def _after_fork() -> None:
+    global _token_lock
+    _token_lock = threading.Lock()
+    _tokens.clear()  # the parent's tokens are the parent's (their files stay locked by it)
+    _live_transactions.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def sweep_tokens(folder: str | None = None) -> int:
@@ -627,25 +654,13 @@ def sweep_tokens(folder: str | None = None) -> int:
     return gone
 
 
-def _release_token() -> None:
-    global _token
-    if _token is not None and _token.pid == os.getpid():
-        _token.close()
-    _token = None
-
-
-import atexit  # noqa: E402
-
-atexit.register(_release_token)
-
-
 class LocalTransaction(Transaction):
     """MQBeginTransaction's internal transaction over local queues."""
 
     def __init__(self) -> None:
-        token = _owner_token()
-        self.id = f"{token.name}:{next(_tx_counter)}"
         self._root = store_root()
+        self._token = _acquire_token(self._root)
+        self.id = f"{self._token.name}:{next(_tx_counter)}"
         self._stores: dict[str, _Store] = {}
         self._order: list[str] = []
         self._lock = threading.RLock()
@@ -729,6 +744,13 @@ class LocalTransaction(Transaction):
         for s in self._stores.values():
             s.close()
         self._stores.clear()
+        _release_token(self._root, self._token)
+
+    def __del__(self) -> None:
+        # a transaction dropped unfinished is aborted, as MSMQ aborts one whose holder ends
+        if not getattr(self, "_done", True):
+            with contextlib.suppress(Exception):
+                self.abort()
 
     def __repr__(self) -> str:
         state = "finished" if self._done else f"{len(self._order)} queue(s)"
@@ -1051,6 +1073,7 @@ class LocalQueue(Queue):
         bell = self._doorbell_fd()
         while True:
             bell.drain()
+            self._store.check_alive()
             m = attempt()
             if m is not None:
                 return m  # type: ignore[no-any-return]
@@ -1236,6 +1259,7 @@ class LocalQueue(Queue):
         bell = self._doorbell_fd()
         while True:
             bell.drain()
+            self._store.check_alive()
             m = self._take("", (), tx, True)
             if m is not None:
                 return m
