@@ -504,6 +504,55 @@ class NatsLink:
         """
         return self._submit(fn, _check_timeout(timeout), what)
 
+    # -- additions for JetStream users (winipc.msmq's NATS backend)
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """A copy of the INFO the server sent when we connected (``version``,
+        ``max_payload`` in bytes, ``jetstream``, ...); empty when unknown."""
+        info: Any = getattr(self._nc(), "_server_info", None)
+        return dict(info) if isinstance(info, dict) else {}
+
+    def spawn(self, fn: Callable[[Any], Awaitable[None]]) -> concurrent.futures.Future[None]:
+        """Start ``await fn(client)`` on the link's loop without waiting for it (a
+        background task such as a keep-alive); cancel the returned future to stop it.
+
+        Raises InvalidHandle when the link was released."""
+        nc = self._nc()
+        try:
+            return asyncio.run_coroutine_threadsafe(fn(nc), self._loop)  # type: ignore[arg-type]
+        except RuntimeError:
+            raise W.InvalidHandle(f"NATS link to {self.display_url} was released") from None
+
+    async def acall(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        *,
+        timeout: float | None = 5.0,
+        what: str = "NATS call",
+    ) -> T:
+        """The asyncio twin of :meth:`call`, for a coroutine running on another event
+        loop: ``await fn(client)`` runs on the link's loop, and cancelling the awaiting
+        task cancels it there. ``timeout`` is seconds (None: no limit); errors are
+        translated as for :meth:`call`."""
+        nc = self._nc()
+        t = _check_timeout(timeout)
+
+        async def bounded() -> T:
+            return await asyncio.wait_for(fn(nc), t)
+
+        try:
+            fut = asyncio.run_coroutine_threadsafe(bounded(), self._loop)
+        except RuntimeError:
+            raise W.InvalidHandle(f"NATS link to {self.display_url} was released") from None
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as exc:
+            raise self._translate(exc, what, t) from exc
+
     def __repr__(self) -> str:
         state = "released" if self._released else f"refs={self._refs}"
         return f"<NatsLink {self.display_url} {state}>"

@@ -249,12 +249,22 @@ class OwnerToken:
         self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
         self.path = os.path.join(folder, self.name)
         self.pid = os.getpid()
-        self.fd = _open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        # made under a hidden name and locked before it is renamed into view: a token
+        # anyone can see is always locked while its process lives (a sweeper that saw an
+        # unlocked one would take its owner for dead and roll back its transactions)
+        tmp = os.path.join(folder, f".new-{self.name}")
+        self.fd = _open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.fchmod(self.fd, 0o644)  # others must be able to open it to test the lock
             fcntl.flock(self.fd, fcntl.LOCK_EX)
+            os.rename(tmp, self.path)
         except OSError as exc:
             os.close(self.fd)
+            self.fd = -1
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
             raise translate(exc, "flock", self.path) from None
 
     def close(self) -> None:
@@ -269,7 +279,7 @@ class OwnerToken:
 
 def token_alive(folder: str, name: str) -> bool:
     """True while the process holding token ``name`` in ``folder`` is alive."""
-    if "/" in name or name.startswith("."):
+    if "/" in name or (name.startswith(".") and not name.startswith(".new-")):
         return False
     path = os.path.join(folder, name)
     try:

@@ -17,6 +17,7 @@ MQGetQueueProperties / MQMgmtGetInfo and MQBeginTransaction; see docs/msmq.md.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from winipc import errors as W
@@ -47,23 +48,22 @@ from winipc.msmq._message import (
 from winipc.msmq._names import QueueRef, parse
 
 
-def _nats() -> Any:
-    from winipc.msmq import _nats as backend
-
-    return backend
+def _nats_backend() -> Any:
+    """The NATS backend module, imported on first use (it needs nats-py)."""
+    return importlib.import_module("winipc.msmq._nats")
 
 
 def _backend(ref: QueueRef) -> Any:
     if ref.url is not None:
-        return _nats()
+        return _nats_backend()
     if not ref.local:
-        url = _nats().default_url()
+        url = _nats_backend().default_url()
         if url is None:
             raise W.QueueNotAvailable(
                 f"queue {ref}: host {ref.host!r} is not this machine; remote queues go through "
                 "NATS: name one as nats://server:port/queue or set WINIPC_NATS_URL"
             )
-        return _nats()
+        return _nats_backend()
     return _local
 
 
@@ -95,7 +95,7 @@ def create_queue(
     Raises QueueExists, IllegalQueuePathname, IllegalPropertyValue, QueueAccessDenied.
     """
     ref = parse(path)
-    return _backend(ref).create_queue(
+    return _backend(ref).create_queue(  # type: ignore[no-any-return]
         ref,
         transactional=transactional,
         label=label,
@@ -150,7 +150,7 @@ def list_queues(where: str | None = None) -> list[QueueInfo]:
     """The queues of this machine's store (``where=None``) or of a NATS server
     (``where="nats://host:port"``): MQMgmtGetInfo(MACHINE)'s PRIVATEQ list."""
     if where is not None and "://" in where:
-        return _nats().list_queues(where)  # type: ignore[no-any-return]
+        return _nats_backend().list_queues(where)  # type: ignore[no-any-return]
     return _local.list_queues()
 
 
