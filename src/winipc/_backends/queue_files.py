@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import os
@@ -240,6 +241,16 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def _close_ring_socket() -> None:
+    global _ring_sock
+    if _ring_sock is not None:
+        _ring_sock.close()
+        _ring_sock = None
+
+
+atexit.register(_close_ring_socket)
 
 
 class OwnerToken:

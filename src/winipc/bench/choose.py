@@ -564,6 +564,56 @@ MECHANISMS: tuple[Mechanism, ...] = (
         discovery={"local": _NAME_LOCAL},
         event_loop=_ASYNC_WAIT,
     ),
+    Mechanism(
+        key="msmq",
+        title="Message queues (MSMQ-style)",
+        module="winipc.msmq",
+        state="available",
+        offers="Durable queues: send, receive, peek, cursors, transactions, journal, "
+        "dead-letter and poison subqueues; one SQLite file per queue, no daemon; the same "
+        "API on NATS JetStream across machines.",
+        patterns={
+            "durable": Fit(
+                3,
+                "messages kept until received, across restarts of either side; recoverable "
+                "ones on disk before send returns; transactions over sends and receives",
+            ),
+            "one-way": Fit(
+                3,
+                "sender and receiver need not run at the same time; any number of "
+                "senders, priorities; every message stored, so slower than a pipe",
+            ),
+            "request-reply": Fit(
+                1,
+                "a response queue per sender (response_queue, correlation_id); every "
+                "message stored: a message-mode pipe answers far faster",
+            ),
+            "broadcast": Fit(1, "each message is received once: one queue per reader"),
+            "signal": Fit(1, "a message wakes a waiting receiver; an event is far lighter"),
+        },
+        cannot={
+            "stream": "whole messages, each stored on its own: a pipe carries a byte stream",
+            "shared-state": "messages only: nothing is shared",
+        },
+        network="NATS JetStream (nats://server:4222/queue): the same API; recoverable "
+        "is on the server's disk only as it syncs (winipc queue stat says)",
+        foreign={
+            "local": "one SQLite file per queue, its layout documented "
+            "(docs/wire/msmq-store.md): any language with SQLite reads it",
+            "network": "NATS JetStream streams, mapping documented (docs/wire/msmq-nats.md): "
+            "NATS clients in any language",
+        },
+        discovery={
+            "local": "an agreed queue name (.\\private$\\name); winipc queue ls lists them"
+        },
+        event_loop="areceive() / apeek(): asyncio waits that do not block the GUI's loop",
+        bench=(
+            BenchRef("winipc-queue-nats", "network"),
+            BenchRef("winipc-queue-recoverable"),
+            BenchRef("winipc-queue-send-many"),
+            BenchRef("winipc-queue-express"),
+        ),
+    ),
     # ---- planned
     Mechanism(
         key="window-messages",
@@ -660,26 +710,6 @@ MECHANISMS: tuple[Mechanism, ...] = (
         coupling=frozenset({"loose", "tight"}),
     ),
     Mechanism(
-        key="msmq",
-        title="Message queues (MSMQ-style)",
-        module="winipc.msmq",
-        state="planned",
-        offers="Durable queues: send, receive, peek, transactions, journal, dead-letter; "
-        "one SQLite file per queue locally, NATS JetStream across machines.",
-        patterns={
-            "durable": Fit(3, "messages kept until received, across restarts; transactions"),
-            "one-way": Fit(3, "sender and receiver need not run at the same time"),
-            "request-reply": Fit(1, "a response queue per sender; slower than a pipe"),
-            "broadcast": Fit(1, "one queue per reader"),
-        },
-        network="NATS JetStream",
-        foreign={"network": "NATS JetStream: clients in any language"},
-        discovery={
-            "local": "an agreed queue name",
-            "network": "partners know only the NATS server and the queue name",
-        },
-    ),
-    Mechanism(
         key="netbios-names",
         title="NetBIOS names",
         module="winipc.names",
@@ -730,6 +760,7 @@ METRIC_PREFERENCE: dict[str, dict[bool, tuple[tuple[str, str], ...]]] = {
             ("handoff", "rate"),
             ("burst-64", "rate"),
             ("burst-424", "rate"),
+            ("queue-1k", "rate"),
         )
         for bulk in (True, False)
     },
@@ -740,6 +771,7 @@ METRIC_PREFERENCE: dict[str, dict[bool, tuple[tuple[str, str], ...]]] = {
             ("msgs-64", "rate"),
             ("burst-424", "rate"),
             ("handoff", "rate"),
+            ("queue-1k", "rate"),
         ),
         False: (
             ("msgs-64", "rate"),
@@ -747,6 +779,7 @@ METRIC_PREFERENCE: dict[str, dict[bool, tuple[tuple[str, str], ...]]] = {
             ("tput-1m", "rate"),
             ("burst-64", "rate"),
             ("handoff", "rate"),
+            ("queue-1k", "rate"),
         ),
     },
 }

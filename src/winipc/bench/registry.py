@@ -39,6 +39,15 @@ loss and the delivered rate (:func:`winipc.bench.workload.deliveries`). A scenar
 cannot run on this machine (no network interface to broadcast on...) says why in
 :meth:`Scenario.unavailable`; its cells are reported as not available, with the reason.
 
+Message queues (group ``queue``) are measured on a metric of their own, ``queue-1k``
+(kind ``messages``, but only for scenarios of that group: :attr:`Metric.group`): bursts
+of 1 KiB messages from producers to a consumer through the scenario's
+:meth:`Scenario.exchange`, sized by time (:mod:`winipc.bench.scenarios_queue`).
+
+A :class:`Target` is a goal a figure is held to in every run (a ratio to another
+scenario's figure, or a value), registered with :func:`register_target`; the report
+computes and prints each one per placement.
+
 To add a scenario, subclass :class:`Scenario` in a module and call :func:`register` at
 import time of that module: the worker imports the module that defines the scenario's
 class before it looks the name up, so plug-ins work in both processes.
@@ -79,6 +88,8 @@ class Metric:
         size: bytes per unit (message, or chunk on a byte stream); 0 for latency and rate.
         label: human text for the table header.
         plot: measured only for ``--plot`` (the extra unit sizes of the throughput curve).
+        group: measured only by scenarios of this group (``"queue"``); None: by every
+            scenario that supports the kind.
     """
 
     key: str
@@ -86,6 +97,7 @@ class Metric:
     size: int
     label: str
     plot: bool = False
+    group: str | None = None
 
 
 KiB, MiB = 1024, 1024 * 1024
@@ -99,6 +111,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("handoff", RATE, 0, "hand-offs"),
     Metric("burst-64", DELIVERY, 64, "burst of 64 B"),
     Metric("burst-424", DELIVERY, 424, "burst of 424 B"),
+    # bursts of 1 KiB messages through a message queue, producers to a consumer
+    Metric("queue-1k", MESSAGES, KiB, "1 KiB queue messages", group="queue"),
     # the rest of the throughput curve, measured for --plot only
     Metric("tput-64", THROUGHPUT, 64, "throughput 64 B", plot=True),
     Metric("tput-1k", THROUGHPUT, KiB, "throughput 1 KiB", plot=True),
@@ -240,7 +254,7 @@ class Scenario(abc.ABC):
 
     def supports(self, metric: Metric) -> bool:
         """Whether this scenario is measured on ``metric``."""
-        return metric.kind in self.kinds
+        return metric.kind in self.kinds and metric.group in (None, self.group)
 
     def unavailable(self) -> str | None:
         """Why this scenario cannot be measured on this machine, or None when it can.
@@ -315,6 +329,7 @@ _BUILTINS = (
     "winipc.bench.scenarios_mapping",
     "winipc.bench.scenarios_peers",
     "winipc.bench.scenarios_sync",
+    "winipc.bench.scenarios_queue",
 )
 
 
@@ -324,8 +339,54 @@ def _load_builtins() -> None:
         scenarios_mailslot,  # noqa: F401  (mailslots, and their delivery)
         scenarios_mapping,  # noqa: F401  (mapping copy bandwidth, the memcpy limit)
         scenarios_peers,  # noqa: F401  (more peers, and winipc's anonymous pipes)
+        scenarios_queue,  # noqa: F401  (message queues, their peers and targets)
         scenarios_sync,  # noqa: F401  (event and mutex scenarios)
     )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal a figure is held to, per placement, in every run that measures it.
+
+    Attributes:
+        key: stable identifier used in JSON (``"queue-recoverable-vs-persist-queue"``).
+        scenario: the scenario whose figure is held to the goal.
+        metric: the metric's key (``"queue-1k"``).
+        text: what is compared, for humans.
+        at_least: the goal: the ratio ``scenario / versus`` (with ``versus``) or the
+            figure itself (in the figure's unit) must reach this.
+        versus: the scenario it is compared with, or None for a goal on the value.
+        figure: which figure of the metric (``"rate"``).
+    """
+
+    key: str
+    scenario: str
+    metric: str
+    text: str
+    at_least: float
+    versus: str | None = None
+    figure: str = "rate"
+
+
+_TARGETS: dict[str, Target] = {}
+
+
+def register_target(target: Target) -> Target:
+    """Add ``target`` (see :class:`Target`) and return it.
+
+    Raises:
+        ValueError: its key is taken.
+    """
+    if target.key in _TARGETS:
+        raise ValueError(f"a bench target {target.key!r} is registered already")
+    _TARGETS[target.key] = target
+    return target
+
+
+def targets() -> list[Target]:
+    """Every registered target, in registration order."""
+    _load_builtins()
+    return list(_TARGETS.values())
 
 
 def all_scenarios() -> list[Scenario]:

@@ -17,6 +17,11 @@ which :func:`save_last` writes after every successful run (see docs/bench.md).
 ``delivery`` results (bursts of best-effort messages) are not in the main table: they
 have a small table of their own (:func:`render_delivery`), with the messages sent and
 received, the loss and the rates; a scenario that could not run here shows ``n/a``.
+
+``targets`` holds every registered :class:`~winipc.bench.registry.Target` whose scenario
+ran, per placement: the figure, the one it is compared with, the ratio, the goal and
+whether it was ``met`` (null, with ``why``, when a side could not be measured); the
+table is followed by one line per target (:func:`render_targets`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from winipc.bench.registry import (
     THROUGHPUT,
     Metric,
     Scenario,
+    targets,
 )
 from winipc.bench.runner import RunResult
 from winipc.bench.workload import crc32_of
@@ -67,7 +73,7 @@ FIGURES: dict[str, dict[str, tuple[str, str]]] = {
         "min": ("us", "lower"),
     },
     "rate": {"rate": ("1/s", "higher")},
-    "messages": {"rate": ("1/s", "higher")},
+    "messages": {"rate": ("1/s", "higher"), "send_rate": ("1/s", "higher")},
     "delivery": {
         "loss": ("%", "lower"),
         "rate": ("1/s", "higher"),
@@ -145,6 +151,54 @@ def _scenario_doc(
     }
 
 
+def _targets(run: RunResult) -> list[dict[str, Any]]:
+    """The registered targets whose scenario ran, per placement (see the module docstring)."""
+    selected = {s.name for s in run.scenarios}
+    cells = {(r.scenario, r.placement, r.metric): r for r in run.results}
+    out: list[dict[str, Any]] = []
+    for t in targets():
+        if t.scenario not in selected:
+            continue
+        for p in run.placements:
+            entry: dict[str, Any] = {
+                "key": t.key,
+                "text": t.text,
+                "scenario": t.scenario,
+                "versus": t.versus,
+                "placement": p.name,
+                "metric": t.metric,
+                "figure": t.figure,
+                "at_least": t.at_least,
+                "value": None,
+                "versus_value": None,
+                "ratio": None,
+                "met": None,
+                "why": None,
+            }
+            why: list[str] = []
+            for side, name in (("value", t.scenario), ("versus_value", t.versus)):
+                if name is None:
+                    continue
+                r = cells.get((name, p.name, t.metric))
+                if r is None:
+                    why.append(f"{name} was not run")
+                elif r.unavailable is not None:
+                    why.append(f"{name} not measured: {r.unavailable}")
+                elif t.figure in r.figures:
+                    entry[side] = r.figures[t.figure]
+                    entry["unit"] = FIGURES[r.kind][t.figure][0]
+            if why:
+                entry["why"] = "; ".join(why)
+            value, versus = entry["value"], entry["versus_value"]
+            if t.versus is None and value is not None:
+                entry["met"] = value >= t.at_least
+            elif value is not None and versus:
+                entry["ratio"] = value / versus
+                entry["met"] = entry["ratio"] >= t.at_least
+            out.append(entry)
+    return out
+
+
 def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]:
     """The machine-readable account of ``run`` (see the module docstring for ratios).
 
@@ -205,8 +259,8 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
                 "checksum": r.checksum,
             }
         )
-        if r.kind == DELIVERY:
-            results[-1].update(r.counts)  # sent, received, duplicates
+        if r.counts:
+            results[-1].update(r.counts)  # delivery, queues: sent, received, duplicates
         if r.unavailable is not None:
             results[-1]["unavailable"] = r.unavailable
     payload: dict[str, Any] = {"kind": "random", "verified": True}
@@ -250,6 +304,7 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
             _scenario_doc(s, s.name in selected, results, why_not.get(s.name)) for s in registered
         ],
         "results": results,
+        "targets": _targets(run),
         "verified": all(r.verified for r in run.results),
     }
 
@@ -390,6 +445,25 @@ def render_delivery(doc: dict[str, Any]) -> Table | None:
     return table
 
 
+def render_targets(doc: dict[str, Any]) -> list[str]:
+    """One line per target and placement: the figure or ratio, the goal, met or not."""
+    lines = []
+    for t in doc.get("targets", []):
+        unit = "per s" if t.get("unit") == "1/s" else t.get("unit", "")
+        if t["versus"] is None:
+            what = f"{t['scenario']} ({t['placement']})"
+            got = "n/a" if t["value"] is None else f"{t['value']:,.0f} {unit}"
+            goal = f">= {t['at_least']:,.0f} {unit}"
+        else:
+            what = f"{t['scenario']} / {t['versus']} ({t['placement']})"
+            got = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+            goal = f">= {t['at_least']:g}x"
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        line = f"Target {t['text']}: {what}: {got}, target {goal}: {verdict}"
+        lines.append(line + (f" ({t['why']})" if t.get("why") else ""))
+    return lines
+
+
 def render_notes(doc: dict[str, Any]) -> list[str]:
     """The lines printed under the table: how to read it, payload, verification, notes."""
     lines = [
@@ -425,6 +499,8 @@ def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
     delivery = render_delivery(doc)
     if delivery is not None:
         console.print(delivery)
+    for line in render_targets(doc):
+        console.print(line, highlight=False)
     for line in render_notes(doc):
         console.print(line, style="dim", highlight=False)
 

@@ -86,6 +86,13 @@ class Budget:
         msgs_warmup: messages of the untimed (verified) burst per pass.
         msgs_seconds: keep sending bursts until their timed sum reaches this (seconds).
         msgs_min_bursts: timed bursts, at least.
+        queue_seconds: message queues (metric group ``queue``): keep sending bursts until
+            their timed sum reaches this (seconds); each burst is sized from the rate of
+            the previous one to fill what is left.
+        queue_warmup: messages of the untimed (verified) queue burst per pass; it is
+            also the size of the first timed burst.
+        queue_max_burst: messages per queue burst, at most (the producers build a
+            burst's bodies before it starts).
     """
 
     passes: int
@@ -104,6 +111,9 @@ class Budget:
     msgs_warmup: int = 1000
     msgs_seconds: float = 0.3
     msgs_min_bursts: int = 3
+    queue_seconds: float = 1.0
+    queue_warmup: int = 64
+    queue_max_burst: int = 20_000
 
 
 FULL = Budget(
@@ -132,6 +142,8 @@ QUICK = Budget(
     msgs_warmup=256,
     msgs_seconds=0.03,
     msgs_min_bursts=1,
+    queue_seconds=0.1,
+    queue_warmup=16,
 )
 
 
@@ -193,7 +205,8 @@ class CellResult:
         kind / size: the metric's kind and unit size in bytes.
         figures: rtt and latency: ``median``, ``p99``, ``mean``, ``min`` in µs;
             throughput: ``rate`` in MB/s (10**6 bytes per second); rate: ``rate`` in
-            operations per second; messages: ``rate`` in messages per second; delivery:
+            operations per second; messages: ``rate`` in messages per second (queues
+            also ``send_rate``, messages sent per second by the producers); delivery:
             ``loss`` in %, ``rate`` (messages delivered per second) and ``send_rate``
             (messages written per second). Empty when the scenario is unavailable.
         messages: units moved while timing (a round trip moves two; a set-to-wake round
@@ -207,7 +220,7 @@ class CellResult:
             messages: per second; delivery: loss %) of each pass, to show the spread.
         verified: every payload, warm-up included, checked.
         checksum: CRC-32 of one round, ``"crc32:xxxxxxxx"`` (throughput).
-        counts: delivery: ``sent``, ``received`` and ``duplicates`` (messages).
+        counts: delivery and queues: ``sent``, ``received`` and ``duplicates`` (messages).
         unavailable: why the scenario was not measured on this machine, or None.
     """
 
@@ -259,7 +272,7 @@ class _Cell:
     crc: int = 0
     per_pass: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # delivery: sent, received, ...
-    send_ns: int = 0  # delivery: ns the writer took
+    send_ns: int = 0  # delivery, queues: ns the writer (producers) took
     unavailable: str | None = None
 
     def finish(self) -> CellResult:
@@ -299,19 +312,23 @@ class _Cell:
                 counts=dict(self.counts),
             )
         if m.kind == MESSAGES:
+            figures = {"rate": self.messages / (self.ns / 1e9)}
+            if self.send_ns:  # queues: the producers' own pace
+                figures["send_rate"] = self.messages / (self.send_ns / 1e9)
             return CellResult(
                 scenario=self.scenario,
                 placement=self.placement,
                 metric=m.key,
                 kind=m.kind,
                 size=m.size,
-                figures={"rate": self.messages / (self.ns / 1e9)},
+                figures=figures,
                 messages=self.messages,
                 nbytes=self.nbytes,
                 seconds=self.ns / 1e9,
                 repeats=self.rounds,
                 per_pass=self.per_pass,
                 checksum=f"crc32:{self.crc:08x}",
+                counts=dict(self.counts),
             )
         if m.kind == RATE:
             return CellResult(
@@ -516,6 +533,8 @@ class Runner:
                                 self._limit_throughput(worker, ep, cell)
                             elif cell.metric.kind == THROUGHPUT:
                                 self._throughput(worker, ep, cell)
+                            elif cell.metric.group == "queue":
+                                self._queue(worker, sc, ep, cell)
                             elif cell.metric.kind == MESSAGES:
                                 self._messages(worker, ep, cell)
                             elif cell.metric.kind == DELIVERY:
@@ -712,6 +731,55 @@ class Runner:
         cell.ns += ns
         cell.rounds += bursts
         cell.per_pass.append(count / (ns / 1e9))
+
+    # ---------------------------------------------------------------- message queues
+    def _queue(self, worker: WorkerSession, sc: Scenario, ep: Endpoint, cell: _Cell) -> None:
+        """Bursts of queue messages, producers (runner side) to the consumer (worker).
+
+        Both sides run the scenario's :meth:`~Scenario.exchange` at once. The runner's
+        side returns ``[first send, end of the last send, messages sent, checksum]``,
+        the worker's ``[messages received, duplicates, stamp of the last receipt,
+        checksum]`` (``time.monotonic_ns()``; the checksum is the sum of the messages'
+        CRC-32s modulo 2**32, whatever their order). A burst's time runs from the first
+        send to the last receipt. One untimed burst of :attr:`Budget.queue_warmup`
+        messages per pass, then bursts, each sized to fill the time left, until
+        :attr:`Budget.queue_seconds` (per run) of timed bursts.
+
+        Raises:
+            VerificationError: a message is missing, or the checksums differ.
+        """
+        b, m, k = self.budget, cell.metric, self.budget.passes
+
+        def burst(count: int, timed: bool = True) -> tuple[int, int]:
+            worker.command({"op": "exchange", "metric": m.key, "count": count})
+            start, end, sent, crc = sc.exchange(ep, m, count, True)
+            received, duplicates, last, their_crc = (
+                int(t) for t in worker.reply(self._cell_timeout())["stamps"]
+            )
+            if sent != count or received != count or their_crc != crc:
+                raise VerificationError(
+                    f"queue: {sent} messages sent and {received} received of {count} "
+                    f"(checksums: sent {crc:08x}, received {their_crc:08x})"
+                )
+            if timed:  # the warm-up is verified, not counted
+                for key, value in (("sent", sent), ("received", received), ("duplicates", duplicates)):
+                    cell.counts[key] = cell.counts.get(key, 0) + value
+                cell.crc = crc
+                cell.send_ns += max(1, end - start)
+            return received, max(1, last - start)
+
+        burst(max(1, b.queue_warmup), timed=False)
+        goal = b.queue_seconds / k * 1e9
+        count, got, ns, bursts = max(1, b.queue_warmup), 0, 0, 0
+        while bursts == 0 or ns < goal:
+            n, took = burst(count)
+            got, ns, bursts = got + n, ns + took, bursts + 1
+            count = max(16, min(b.queue_max_burst, int(n / took * (goal - ns))))
+        cell.messages += got
+        cell.nbytes += got * m.size
+        cell.ns += ns
+        cell.rounds += bursts
+        cell.per_pass.append(got / (ns / 1e9))
 
     def _round(
         self,

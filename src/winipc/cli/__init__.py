@@ -89,6 +89,7 @@ cli.add_command(map_group)
 cli.add_command(mutex_group)
 cli.add_command(sem_group)
 cli.add_command(importlib.import_module("winipc.cli._choose").choose_cmd)
+cli.add_command(importlib.import_module("winipc.cli._queue").queue_group)
 
 
 def main(argv: list[str] | None = None) -> None:
