@@ -293,6 +293,12 @@ def token_alive(folder: str, name: str) -> bool:
     if "/" in name or (name.startswith(".") and not name.startswith(".new-")):
         return False
     path = os.path.join(folder, name)
+    if name.startswith(".new-"):  # a token being made: unlocked for a moment, by design
+        try:
+            if time.time() - os.lstat(path).st_mtime < 60:
+                return True
+        except OSError:
+            return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
