@@ -59,6 +59,25 @@ def parse_access(access: QueueAccess | int | str) -> QueueAccess:
     return QueueAccess(access)
 
 
+#: MQ_MAX_Q_LABEL_LEN (characters).
+MAX_QUEUE_LABEL = 124
+
+
+def check_queue_properties(ref: QueueRef, label: object, quota: object, journal_quota: object,
+                           max_aborts: object) -> None:
+    """Check MQCreateQueue's properties (both backends); raises IllegalPropertyValue,
+    IllegalQueuePathname for a subqueue."""
+    if not isinstance(label, str) or len(label) > MAX_QUEUE_LABEL:
+        raise W.IllegalPropertyValue(f"queue label: a str of at most {MAX_QUEUE_LABEL} characters (MQ_MAX_Q_LABEL_LEN)")
+    for name, v in (("quota", quota), ("journal_quota", journal_quota)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 2**62):
+            raise W.IllegalPropertyValue(f"queue {name}={v!r}: bytes, an int 1..2**62, or None for no limit")
+    if isinstance(max_aborts, bool) or not isinstance(max_aborts, int) or not 0 <= max_aborts <= 1_000_000:
+        raise W.IllegalPropertyValue(f"queue max_aborts={max_aborts!r}: an int 0..1000000")
+    if ref.subqueue:
+        raise W.IllegalQueuePathname(f"queue {ref}: a subqueue is created with its queue, not on its own")
+
+
 @dataclasses.dataclass
 class QueueInfo:
     """A queue's properties (MQGetQueueProperties' PROPID_Q_*)."""

@@ -64,6 +64,7 @@ from winipc.msmq._api import (
     Transaction,
     TxArg,
     _Single,
+    check_queue_properties,
 )
 from winipc.msmq._names import (
     SUB_DEADLETTER,
@@ -75,7 +76,6 @@ from winipc.msmq._names import (
 
 STORE_VERSION = 1
 DEFAULT_STORE = "/var/tmp/winipc-msmq"
-MAX_QUEUE_LABEL = 124
 SUB_CODES = {SUB_MAIN: 0, SUB_JOURNAL: 1, SUB_DEADLETTER: 2, SUB_POISON: 3}
 READY, PENDING, LOCKED = 0, 1, 2
 #: While a receiver waits and another transaction holds messages of the queue, it checks
@@ -194,8 +194,7 @@ class _Row:
 class _Store:
     """One open connection to one queue's folder (a handle, a transaction or a tool owns it)."""
 
-    def __init__(self, ref: QueueRef, folder: str, *, create: QueueInfo | None = None,
-                 security: SecurityAttributes | None = None) -> None:
+    def __init__(self, ref: QueueRef, folder: str, *, create: QueueInfo | None = None) -> None:
         self.ref = ref.main()
         self.folder = folder
         self.db_path = os.path.join(folder, "queue.db")
@@ -240,7 +239,6 @@ class _Store:
         except OSError as exc:
             self.close()
             raise W.QueueAccessDenied(f"queue {self.ref}: {exc.strerror or exc}") from None
-        del security
 
     # -- plumbing
 
@@ -372,23 +370,10 @@ class _Store:
 # ----------------------------------------------------------------------- queue management
 
 
-def _check_info_args(ref: QueueRef, label: str, quota: int | None, journal_quota: int | None,
-                     max_aborts: int) -> None:
-    if not isinstance(label, str) or len(label) > MAX_QUEUE_LABEL:
-        raise W.IllegalPropertyValue(f"queue label: at most {MAX_QUEUE_LABEL} characters (MQ_MAX_Q_LABEL_LEN)")
-    for name, v in (("quota", quota), ("journal_quota", journal_quota)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 2**62):
-            raise W.IllegalPropertyValue(f"queue {name}={v!r}: bytes, an int 1..2**62, or None for no limit")
-    if isinstance(max_aborts, bool) or not isinstance(max_aborts, int) or not 0 <= max_aborts <= 1_000_000:
-        raise W.IllegalPropertyValue(f"queue max_aborts={max_aborts!r}: an int 0..1000000")
-    if ref.subqueue:
-        raise W.IllegalQueuePathname(f"queue {ref}: a subqueue is created with its queue, not on its own")
-
-
 def create_queue(ref: QueueRef, *, transactional: bool = False, label: str = "", quota: int | None = None,
                  journal: bool = False, journal_quota: int | None = None, max_aborts: int = 5,
                  security: SecurityAttributes | None = None) -> QueueInfo:
-    _check_info_args(ref, label, quota, journal_quota, max_aborts)
+    check_queue_properties(ref, label, quota, journal_quota, max_aborts)
     if ref.system:
         raise W.QueueExists("the system dead-letter queue exists already (it is created on first use)")
     if security is not None and security.opens_to_others:
@@ -895,7 +880,6 @@ class LocalQueue(Queue):
         self._doorbell: F.Doorbell | None = None
         self._door_lock = threading.Lock()
         self._next_recovery = 0.0
-        self._dlq_forward = False
         try:
             if access & (QueueAccess.RECEIVE | QueueAccess.PEEK) and share == ShareMode.DENY_RECEIVE_SHARE:
                 lock = F.FileLock(os.path.join(self._store.folder, "receivers"))

@@ -65,6 +65,7 @@ from winipc.msmq._api import (
     Transaction,
     TxArg,
     _Single,
+    check_queue_properties,
 )
 from winipc.msmq._names import (
     SUB_DEADLETTER,
@@ -95,7 +96,6 @@ API_TIMEOUT = 5.0
 #: Longest single server-side wait of a blocking receive (seconds); it then re-checks.
 LONG_PULL = 30.0
 #: Longest queue label (characters, MQ_MAX_Q_LABEL_LEN).
-MAX_QUEUE_LABEL = 124
 
 _SUBSTREAM = {SUB_JOURNAL: "__JOURNAL", SUB_POISON: "__POISON", SUB_DEADLETTER: "__DEADLETTER"}
 _PRIORITIES = tuple(range(M.MAX_PRIORITY, M.MIN_PRIORITY - 1, -1))  # 7 .. 0
@@ -633,15 +633,7 @@ def _info_of(meta: dict[str, Any]) -> QueueInfo:
 
 def _check_create_args(ref: QueueRef, label: object, quota: object, journal_quota: object, max_aborts: object,
                        security: SecurityAttributes | None) -> None:
-    if not isinstance(label, str) or len(label) > MAX_QUEUE_LABEL:
-        raise W.IllegalPropertyValue(f"queue label: a str of at most {MAX_QUEUE_LABEL} characters (MQ_MAX_Q_LABEL_LEN)")
-    for name, v in (("quota", quota), ("journal_quota", journal_quota)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 2**62):
-            raise W.IllegalPropertyValue(f"queue {name}={v!r}: bytes, an int 1..2**62, or None for no limit")
-    if isinstance(max_aborts, bool) or not isinstance(max_aborts, int) or not 0 <= max_aborts <= 1_000_000:
-        raise W.IllegalPropertyValue(f"queue max_aborts={max_aborts!r}: an int 0..1000000")
-    if ref.subqueue:
-        raise W.IllegalQueuePathname(f"queue {ref}: a subqueue is created with its queue, not on its own")
+    check_queue_properties(ref, label, quota, journal_quota, max_aborts)
     if security is not None and getattr(security, "opens_to_others", True):
         raise W.NotSupported(
             "security on NATS queues is the server's: accounts and subject permissions decide who may "
