@@ -121,7 +121,9 @@ def write(path: Path, doc: Any) -> Path:
 def test_network_excludes_local_only_mechanisms(cache: Path) -> None:
     doc = run_json("--network", "--pattern", "one-way")
     assert keys(doc["ranked"]) == ["mailslot", "msmq"]  # msmq across machines: NATS JetStream
-    assert set(keys(doc["not_suitable"])) == LOCAL_ONLY
+    # rpc reaches other machines (ncacn_ip_tcp) but makes calls only
+    assert set(keys(doc["not_suitable"])) == LOCAL_ONLY | {"rpc"}
+    assert "calls only" in why(doc, "not_suitable", "rpc")
     assert "local only today" in why(doc, "not_suitable", "named-pipe-message")
     assert "over TLS (planned)" in why(doc, "not_suitable", "named-pipe-message")
     assert "cannot reach other computers" in why(doc, "not_suitable", "file-mapping")
@@ -226,6 +228,35 @@ def test_bench_figures_order_latency_and_throughput(cache: Path) -> None:
     assert none["ranked"][0]["figure"]["metric"] == "rtt-64"
     # a mechanism the run did not measure has no figure
     assert next(e for e in none["ranked"] if e["mechanism"] == "named-pipe-byte")["figure"] is None
+
+
+def test_rpc_is_ranked_for_calls_with_its_bench_figures(cache: Path) -> None:
+    doc = bench_document()
+    for placement in ("same-core", "cross-core"):
+        null = _result("winipc-rpc", "rpc-null", placement, median=30.0, p99=60.0)
+        null["kind"] = "latency"
+        calls = _result("winipc-rpc", "rpc-calls-1", placement, rate=40_000.0)
+        calls["kind"] = "rate"
+        calls["figures"]["rate"]["unit"] = "1/s"
+        tcp = _result("winipc-rpc-tcp", "rpc-null", placement, median=50.0, p99=90.0)
+        tcp["kind"] = "latency"
+        doc["results"] += [null, calls, tcp]
+    write(cache, doc)
+    local = run_json("--pattern", "request-reply", "--performance", "latency")
+    assert "rpc" in keys(local["ranked"])
+    fig = next(e for e in local["ranked"] if e["mechanism"] == "rpc")["figure"]
+    assert fig["scenario"] == "winipc-rpc" and fig["metric"] == "rpc-null" and fig["value"] == 30.0
+    fast = run_json("--pattern", "request-reply", "--performance", "throughput")
+    fig = next(e for e in fast["ranked"] if e["mechanism"] == "rpc")["figure"]
+    assert fig["metric"] == "rpc-calls-1" and fig["value"] == 40_000.0 and fig["unit"] == "1/s"
+    # across machines: ncacn_ip_tcp, backed by the TCP scenario
+    remote = run_json("--network", "--pattern", "request-reply", "--performance", "latency")
+    assert "rpc" in keys(remote["ranked"])
+    assert next(e for e in remote["ranked"] if e["mechanism"] == "rpc")["figure"]["scenario"] == (
+        "winipc-rpc-tcp"
+    )
+    # calls only: not suitable for a byte stream
+    assert "calls only" in why(run_json("--pattern", "stream"), "not_suitable", "rpc")
 
 
 def test_placement_and_from(cache: Path, tmp_path: Path) -> None:
@@ -436,10 +467,10 @@ def test_table_is_consistent() -> None:
             assert not m.bench
     assert {
         "named-pipe-message", "named-pipe-byte", "anonymous-pipe", "mailslot",
-        "file-mapping", "event", "mutex", "semaphore", "waitable-timer", "msmq",
+        "file-mapping", "event", "mutex", "semaphore", "waitable-timer", "msmq", "rpc",
     } <= AVAILABLE  # fmt: skip
     assert {
-        "window-messages", "clipboard", "dde", "rpc", "com", "netbios-names", "serial",
+        "window-messages", "clipboard", "dde", "com", "netbios-names", "serial",
     } <= PLANNED  # fmt: skip
 
 

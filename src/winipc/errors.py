@@ -54,6 +54,28 @@ when known)::
         ├── InsufficientResources (OSError)       MQ_ERROR_INSUFFICIENT_RESOURCES (quota exceeded)
         ├── MessageStorageFailed (OSError)        MQ_ERROR_MESSAGE_STORAGE_FAILED
         └── QueueNotAvailable (ConnectionError)   MQ_ERROR_QUEUE_NOT_AVAILABLE (remote server unreachable)
+    RpcError                                      RPC status codes (RPC_S_*, RPC_X_*: Win32 codes)
+        ├── InvalidStringBinding (ValueError)     1700 RPC_S_INVALID_STRING_BINDING
+        ├── ProtseqNotSupported (NotImplementedError) 1703 RPC_S_PROTSEQ_NOT_SUPPORTED
+        ├── InvalidEndpointFormat (ValueError)    1706 RPC_S_INVALID_ENDPOINT_FORMAT
+        ├── UnknownInterface (LookupError)        1717 RPC_S_UNKNOWN_IF     (no such interface or version)
+        ├── ServerUnavailable (ConnectionError)   1722 RPC_S_SERVER_UNAVAILABLE
+        ├── ServerTooBusy (ConnectionError)       1723 RPC_S_SERVER_TOO_BUSY
+        ├── CallFailed (ConnectionError)          1726 RPC_S_CALL_FAILED    (may have run)
+        │   └── CallFailedDne (ConnectionError)   1727 RPC_S_CALL_FAILED_DNE (did not run)
+        ├── ProtocolError (ValueError)            1728 RPC_S_PROTOCOL_ERROR (malformed or oversized frame)
+        ├── ProcnumOutOfRange (LookupError)       1745 RPC_S_PROCNUM_OUT_OF_RANGE (unknown method)
+        ├── EndpointNotRegistered (LookupError)   1753 EPT_S_NOT_REGISTERED (endpoint mapper)
+        ├── BadStubData (TypeError, ValueError)   1783 RPC_X_BAD_STUB_DATA  (arguments or result do not fit the interface)
+        ├── CallCancelled (InterruptedError)      1818 RPC_S_CALL_CANCELLED
+        │   └── CallTimeout (TimeoutError)        1818 RPC_S_CALL_CANCELLED (cancelled by its timeout)
+        ├── UnsupportedAuthnLevel (PermissionError) 1821 RPC_S_UNSUPPORTED_AUTHN_LEVEL
+        ├── SecurityPackageError (PermissionError) 1825 RPC_S_SEC_PKG_ERROR (a frame failed its integrity check)
+        ├── ContextMismatch (ValueError)          6    RPC_X_SS_CONTEXT_MISMATCH (unknown or closed context handle)
+        └── ServerFault                           the server raised; ``.remote_type`` names its exception
+
+A server method that raises a ``WinIPCError`` reaches the client as the same class; RPC's
+access check failure is ``AccessDenied`` (5, RPC_S_ACCESS_DENIED).
 
 ``from_winerror(code, message)`` builds the right class for a code. The codes themselves
 are the ``ERROR_*`` constants of this module (and of ``winipc.win32.winerror``).
@@ -94,6 +116,23 @@ ERROR_MAPPED_ALIGNMENT = 1132
 ERROR_INVALID_WINDOW_HANDLE = 1400
 ERROR_FILE_CORRUPT = 1392
 ERROR_TIMEOUT = 1460
+RPC_S_INVALID_STRING_BINDING = 1700
+RPC_S_PROTSEQ_NOT_SUPPORTED = 1703
+RPC_S_INVALID_ENDPOINT_FORMAT = 1706
+RPC_S_UNKNOWN_IF = 1717
+RPC_S_SERVER_UNAVAILABLE = 1722
+RPC_S_SERVER_TOO_BUSY = 1723
+RPC_S_CALL_FAILED = 1726
+RPC_S_CALL_FAILED_DNE = 1727
+RPC_S_PROTOCOL_ERROR = 1728
+RPC_S_PROCNUM_OUT_OF_RANGE = 1745
+EPT_S_NOT_REGISTERED = 1753
+RPC_X_BAD_STUB_DATA = 1783
+RPC_S_CALL_CANCELLED = 1818
+RPC_S_UNSUPPORTED_AUTHN_LEVEL = 1821
+RPC_S_SEC_PKG_ERROR = 1825
+RPC_X_SS_CONTEXT_MISMATCH = ERROR_INVALID_HANDLE
+RPC_S_ACCESS_DENIED = ERROR_ACCESS_DENIED
 
 # MSMQ's HRESULTs (mq.h), as signed 32-bit values like pywin32 and windows-sys give them.
 MQ_ERROR = -0x3FF1FFFF  # 0xC00E0001
@@ -156,6 +195,21 @@ MESSAGES: dict[int, str] = {
     ERROR_INVALID_WINDOW_HANDLE: "Invalid window handle.",
     ERROR_TIMEOUT: "This operation returned because the timeout period expired.",
     ERROR_FILE_CORRUPT: "The file or directory is corrupted and unreadable.",
+    RPC_S_INVALID_STRING_BINDING: "The string binding is invalid.",
+    RPC_S_PROTSEQ_NOT_SUPPORTED: "The RPC protocol sequence is not supported.",
+    RPC_S_INVALID_ENDPOINT_FORMAT: "The endpoint format is invalid.",
+    RPC_S_UNKNOWN_IF: "The interface is unknown.",
+    RPC_S_SERVER_UNAVAILABLE: "The RPC server is unavailable.",
+    RPC_S_SERVER_TOO_BUSY: "The RPC server is too busy to complete this operation.",
+    RPC_S_CALL_FAILED: "The remote procedure call failed.",
+    RPC_S_CALL_FAILED_DNE: "The remote procedure call failed and did not execute.",
+    RPC_S_PROTOCOL_ERROR: "A remote procedure call (RPC) protocol error occurred.",
+    RPC_S_PROCNUM_OUT_OF_RANGE: "The procedure number is out of range.",
+    EPT_S_NOT_REGISTERED: "There are no more endpoints available from the endpoint mapper.",
+    RPC_X_BAD_STUB_DATA: "The stub received bad data.",
+    RPC_S_CALL_CANCELLED: "The remote procedure call was cancelled.",
+    RPC_S_UNSUPPORTED_AUTHN_LEVEL: "The requested authentication level is not supported.",
+    RPC_S_SEC_PKG_ERROR: "A security package specific error occurred.",
     MQ_ERROR: "Generic Error.",
     MQ_ERROR_QUEUE_NOT_FOUND: "The queue is not registered in the directory service.",
     MQ_ERROR_QUEUE_EXISTS: "A queue with the same pathname is already registered.",
@@ -189,7 +243,8 @@ MESSAGES: dict[int, str] = {
 _NAMES: dict[int, str] = {
     v: k
     for k, v in list(globals().items())
-    if k.startswith(("ERROR_", "WAIT_", "MQ_ERROR")) and k != "ERROR_SUCCESS"
+    if k.startswith(("ERROR_", "WAIT_", "MQ_ERROR", "RPC_S_", "RPC_X_", "EPT_S_")) and k != "ERROR_SUCCESS"
+    and k not in ("RPC_X_SS_CONTEXT_MISMATCH", "RPC_S_ACCESS_DENIED")
 }
 
 
@@ -484,12 +539,107 @@ class QueueNotAvailable(MsmqError, ConnectionError):
     winerror_default = MQ_ERROR_QUEUE_NOT_AVAILABLE
 
 
+class RpcError(WinIPCError):
+    """An RPC call or binding failed; ``winerror`` is the RPC status (``RPC_S_*``, ``RPC_X_*``)."""
+
+    winerror_default = RPC_S_CALL_FAILED
+
+
+class InvalidStringBinding(RpcError, ValueError):
+    winerror_default = RPC_S_INVALID_STRING_BINDING
+
+
+class ProtseqNotSupported(RpcError, NotImplementedError):
+    winerror_default = RPC_S_PROTSEQ_NOT_SUPPORTED
+
+
+class InvalidEndpointFormat(RpcError, ValueError):
+    winerror_default = RPC_S_INVALID_ENDPOINT_FORMAT
+
+
+class UnknownInterface(RpcError, LookupError):
+    winerror_default = RPC_S_UNKNOWN_IF
+
+
+class ServerUnavailable(RpcError, ConnectionError):
+    winerror_default = RPC_S_SERVER_UNAVAILABLE
+
+
+class ServerTooBusy(RpcError, ConnectionError):
+    winerror_default = RPC_S_SERVER_TOO_BUSY
+
+
+class CallFailed(RpcError, ConnectionError):
+    """The connection broke during a call: the call may or may not have run."""
+
+    winerror_default = RPC_S_CALL_FAILED
+
+
+class CallFailedDne(CallFailed):
+    """The call failed before the server ran it (did not execute)."""
+
+    winerror_default = RPC_S_CALL_FAILED_DNE
+
+
+class ProtocolError(RpcError, ValueError):
+    winerror_default = RPC_S_PROTOCOL_ERROR
+
+
+class ProcnumOutOfRange(RpcError, LookupError):
+    winerror_default = RPC_S_PROCNUM_OUT_OF_RANGE
+
+
+class EndpointNotRegistered(RpcError, LookupError):
+    winerror_default = EPT_S_NOT_REGISTERED
+
+
+class BadStubData(RpcError, TypeError, ValueError):
+    """Arguments or a result that do not fit the interface's annotations (names the parameter)."""
+
+    winerror_default = RPC_X_BAD_STUB_DATA
+
+
+class CallCancelled(RpcError, InterruptedError):
+    winerror_default = RPC_S_CALL_CANCELLED
+
+
+class CallTimeout(CallCancelled, TimeoutError):
+    """The call was cancelled because its timeout (seconds) passed."""
+
+
+class UnsupportedAuthnLevel(RpcError, PermissionError):
+    winerror_default = RPC_S_UNSUPPORTED_AUTHN_LEVEL
+
+
+class SecurityPackageError(RpcError, PermissionError):
+    winerror_default = RPC_S_SEC_PKG_ERROR
+
+
+class ContextMismatch(RpcError, ValueError):
+    """A context handle the server does not know (closed, run down, or another connection's)."""
+
+    winerror_default = RPC_X_SS_CONTEXT_MISMATCH
+
+
+class ServerFault(RpcError):
+    """The server method raised an exception that is not a winipc error.
+
+    ``remote_type`` is its class name (``"ZeroDivisionError"``), ``winerror`` the status
+    the server sent (RPC_S_CALL_FAILED unless the exception carried one).
+    """
+
+    remote_type: str = ""
+
+
 _BY_CODE: dict[int, type[WinIPCError]] = {}
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, WinIPCError) and _cls.winerror_default:
         _BY_CODE.setdefault(_cls.winerror_default, _cls)
 _BY_CODE[ERROR_NO_DATA] = PipeClosing
 _BY_CODE[MQ_ERROR_LABEL_TOO_LONG] = IllegalPropertyValue
+_BY_CODE[ERROR_INVALID_HANDLE] = InvalidHandle
+_BY_CODE[RPC_S_CALL_FAILED] = CallFailed
+_BY_CODE[RPC_S_CALL_CANCELLED] = CallCancelled
 
 
 def from_winerror(code: int, message: str | None = None, funcname: str | None = None) -> WinIPCError:

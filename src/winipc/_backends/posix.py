@@ -815,6 +815,37 @@ _ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 1,
 _ACL_UNDEFINED = 0xFFFFFFFF
 
 
+def _acl_blob(owner: int, users: dict[int, int], groups: dict[int, int], group: int, other: int) -> bytes:
+    """The ``system.posix_acl_*`` xattr value (version 2) for these entries, perms 4 r 2 w 1 x.
+
+    A mask entry (the union of the named entries' and the owning group's perms) is added
+    when there are named entries, as POSIX requires.
+    """
+    entries = [(_ACL_USER_OBJ, owner & 7, _ACL_UNDEFINED)]
+    entries += [(_ACL_USER, p & 7, u) for u, p in sorted(users.items())]
+    entries.append((_ACL_GROUP_OBJ, group & 7, _ACL_UNDEFINED))
+    entries += [(_ACL_GROUP, p & 7, g) for g, p in sorted(groups.items())]
+    mask = 0
+    for _tag, perm, _id in entries[1:]:
+        mask |= perm
+    if users or groups:
+        entries.append((_ACL_MASK, mask, _ACL_UNDEFINED))
+    entries.append((_ACL_OTHER, other & 7, _ACL_UNDEFINED))
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def _set_acl_xattr(fd: int, name: str, blob: bytes) -> bool:
+    if not LINUX or not hasattr(os, "setxattr"):  # pragma: no cover - macOS
+        return False
+    try:
+        os.setxattr(fd, name, blob)
+        return True
+    except OSError as exc:
+        if exc.errno in _MAP_NOT_SUPPORTED:
+            return False
+        raise translate(exc, "setxattr") from None
+
+
 def set_file_acl(fd: int, users: dict[int, int], groups: dict[int, int], other: int) -> bool:
     """Give the owner rw, each uid/gid of ``users``/``groups`` its bits (4 r, 2 w), others ``other``.
 
@@ -823,26 +854,60 @@ def set_file_acl(fd: int, users: dict[int, int], groups: dict[int, int], other: 
     Returns:
         False when the file system or OS has no POSIX ACLs (the caller falls back to modes).
     """
-    if not LINUX or not hasattr(os, "setxattr"):  # pragma: no cover - macOS
-        return False
-    entries = [(_ACL_USER_OBJ, 6, _ACL_UNDEFINED)]
-    entries += [(_ACL_USER, p & 6, u) for u, p in sorted(users.items())]
-    entries.append((_ACL_GROUP_OBJ, 0, _ACL_UNDEFINED))
-    entries += [(_ACL_GROUP, p & 6, g) for g, p in sorted(groups.items())]
-    mask = 0
-    for _tag, perm, _id in entries[1:]:
-        mask |= perm
-    if users or groups:
-        entries.append((_ACL_MASK, mask, _ACL_UNDEFINED))
-    entries.append((_ACL_OTHER, other & 6, _ACL_UNDEFINED))
-    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    blob = _acl_blob(
+        6, {u: p & 6 for u, p in users.items()}, {g: p & 6 for g, p in groups.items()}, 0, other & 6
+    )
+    return _set_acl_xattr(fd, "system.posix_acl_access", blob)
+
+
+def set_access_acl(
+    fd: int, users: dict[int, int], groups: dict[int, int], *, owner: int, group: int, other: int
+) -> bool:
+    """Write the access ACL (``system.posix_acl_access``) of a file or directory ``fd``.
+
+    Args:
+        fd: an open descriptor of the object (a directory opened ``O_RDONLY`` will do).
+        users, groups: uid / gid -> perms (4 r, 2 w, 1 x) of named entries.
+        owner, group, other: perms of the owner, the owning group and everyone else.
+
+    The mask is the union of the named entries and ``group``; the kernel sets the mode's
+    group bits to it, and keeps the sticky bit.
+
+    Returns:
+        False when the file system or OS has no POSIX ACLs. Raises AccessDenied (not ours).
+    """
+    return _set_acl_xattr(fd, "system.posix_acl_access", _acl_blob(owner, users, groups, group, other))
+
+
+def set_default_acl(
+    fd: int, users: dict[int, int], groups: dict[int, int], *, owner: int, group: int, other: int
+) -> bool:
+    """Write the default ACL (``system.posix_acl_default``) of directory ``fd``.
+
+    Files created in the directory afterwards start with these entries instead of the
+    umask (the new file's mode then limits the owner, the mask and others: create files
+    with group bits that keep what the named entries need, e.g. 0660).
+
+    Returns:
+        False when the file system or OS has no POSIX ACLs. Raises AccessDenied.
+    """
+    return _set_acl_xattr(fd, "system.posix_acl_default", _acl_blob(owner, users, groups, group, other))
+
+
+def get_acl(fd: int, default: bool = False) -> list[tuple[int, int, int]] | None:
+    """The entries (tag, perms, id) of ``fd``'s access or default ACL, or None when it has none."""
+    if not LINUX or not hasattr(os, "getxattr"):  # pragma: no cover - macOS
+        return None
+    name = "system.posix_acl_default" if default else "system.posix_acl_access"
     try:
-        os.setxattr(fd, "system.posix_acl_access", blob)
-        return True
+        blob = os.getxattr(fd, name)
     except OSError as exc:
-        if exc.errno in _MAP_NOT_SUPPORTED:
-            return False
-        raise translate(exc, "setxattr") from None
+        if exc.errno in (*_MAP_NOT_SUPPORTED, errno.ENODATA):
+            return None
+        raise translate(exc, "getxattr") from None
+    if len(blob) < 4 or (len(blob) - 4) % 8:
+        return None
+    return [struct.unpack_from("<HHI", blob, off) for off in range(4, len(blob), 8)]
 
 
 def chmod_fd(fd: int, mode: int) -> None:

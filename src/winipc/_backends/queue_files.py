@@ -13,6 +13,10 @@
   A receiver registers before it looks at the queue, so a send it misses rings it.
 * :class:`OwnerToken` — a file a process holds an ``flock`` on while it has transactions
   open; anyone can tell whether the owner of a transaction is alive by trying the lock.
+* Shared queues: :func:`ensure_files` (the owner remakes files grantees cannot create),
+  :func:`write_drop_file` / :func:`read_drop_file` (a send-only sender's file in
+  ``incoming/``, written atomically; read without following links, blocking on FIFOs or
+  reading past a cap) and :func:`remove_entry`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import fcntl
 import os
 import secrets
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -318,3 +323,158 @@ def token_alive(folder: str, name: str) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------- shared queues: files and drop files
+
+
+def ensure_files(folder: str, names: list[str], mode: int, owner: tuple[int, int] | None) -> None:
+    """Create the files ``names`` of ``folder`` that are missing, empty, with ``mode``.
+
+    A shared queue's folder is not writable by its grantees, so files they need (SQLite's
+    ``-wal`` and ``-shm`` after the last connection removed them) are made by the owner
+    (or root). The folder's default ACL gives them the grantees' entries; ``mode``'s group
+    bits must keep the mask (0660). ``owner`` (uid, gid): when we are root, the new file
+    is given to the queue's owner, as SQLite does with the files it makes as root.
+    """
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise translate(exc, "create", path) from None
+        try:
+            if owner is not None and os.geteuid() == 0 and owner[0] != 0:
+                os.fchown(fd, owner[0], owner[1])
+        except OSError as exc:
+            raise translate(exc, "chown", path) from None
+        finally:
+            os.close(fd)
+
+
+def write_drop_file(folder: str, name: str, data: bytes, *, sync: bool, mode: int = 0o640) -> None:
+    """Write ``data`` as ``folder/name``: under ``.tmp-<name>``, then renamed into place.
+
+    ``sync`` (recoverable messages): the file is ``fsync``ed after the rename, so its data
+    and its name are on disk before this returns (ext4, XFS and btrfs commit a new name
+    with the file's fsync; the folder itself is also fsynced when we may open it, which a
+    send-only sender may not). ``mode``'s group bits limit what the folder's default ACL
+    grants (0640: the queue's readers may read it). Raises a translated OSError.
+    """
+    tmp = os.path.join(folder, ".tmp-" + name)
+    final = os.path.join(folder, name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise translate(exc, "create", tmp) from None
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.rename(tmp, final)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise translate(exc, "write", tmp) from None
+        if sync:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise W.MessageStorageFailed(f"fsync of {final} failed: {exc.strerror}") from None
+            try:
+                dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                dfd = -1  # a send-only sender may not read the folder: the file's fsync stands
+            if dfd >= 0:
+                try:
+                    os.fsync(dfd)
+                except OSError:
+                    pass
+                finally:
+                    os.close(dfd)
+    finally:
+        os.close(fd)
+
+
+
+class DropFile:
+    """What :func:`read_drop_file` found: ``data`` and the creator's ``uid``, or a ``problem``."""
+
+    __slots__ = ("data", "problem", "uid")
+
+    def __init__(self, data: bytes | None, uid: int, problem: str) -> None:
+        self.data = data
+        self.uid = uid
+        self.problem = problem
+
+
+def read_drop_file(path: str, limit: int) -> DropFile:
+    """Read a drop file that anyone with the send right may have put there, safely.
+
+    Never follows a symlink, never blocks on a FIFO, refuses anything but a regular file
+    with one link, and reads at most ``limit`` bytes (a larger file is refused unread).
+    The creator's uid comes from the kernel (``fstat``), not from the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return DropFile(None, -1, "gone")
+        return DropFile(None, -1, f"cannot be opened ({exc.strerror})")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return DropFile(None, st.st_uid, "is not a regular file")
+        if st.st_nlink != 1:
+            return DropFile(None, st.st_uid, f"has {st.st_nlink} links")
+        if st.st_size > limit:
+            return DropFile(None, st.st_uid, f"is {st.st_size} bytes; the limit is {limit}")
+        chunks = []
+        got = 0
+        while got <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > limit:
+            return DropFile(None, st.st_uid, f"grew past the limit of {limit} bytes")
+        return DropFile(b"".join(chunks), st.st_uid, "")
+    except OSError as exc:
+        return DropFile(None, -1, f"cannot be read ({exc.strerror})")
+    finally:
+        os.close(fd)
+
+
+def remove_entry(path: str) -> bool:
+    """Remove a folder entry (file, symlink, FIFO or empty folder) without following it."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except IsADirectoryError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EPERM:
+            return False
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def entry_age(path: str) -> float | None:
+    """Seconds since ``path`` (not followed) last changed, or None when it is gone."""
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return None

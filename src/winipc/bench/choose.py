@@ -614,6 +614,36 @@ MECHANISMS: tuple[Mechanism, ...] = (
             BenchRef("winipc-queue-express"),
         ),
     ),
+    Mechanism(
+        key="rpc",
+        title="RPC",
+        module="winipc.rpc",
+        state="available",
+        offers="Remote procedure calls on declared interfaces (the class is the IDL): "
+        "ncalrpc and ncacn_np locally, ncacn_ip_tcp with keys or TLS; context handles, "
+        "callbacks, async calls, an endpoint mapper.",
+        patterns={
+            "request-reply": Fit(
+                3,
+                "a call is a function call: typed arguments out, results or the server's "
+                "error back; a thread-safe binding pools connections for threads",
+            ),
+        },
+        cannot={p: "calls only" for p in PATTERNS if p != "request-reply"},
+        network="ncacn_ip_tcp: a shared key per principal, TLS (PKT_PRIVACY), client "
+        "certificates",
+        foreign={
+            s: "the conversation is specified byte by byte, msgpack payloads "
+            "(docs/wire/rpc.md): a client in any language can call"
+            for s in ("local", "network")
+        },
+        discovery={"local": "the endpoint mapper finds a server's endpoint by interface"},
+        event_loop="b.async_client(I): coroutine methods, cancelling the task cancels the call",
+        bench=(
+            BenchRef("winipc-rpc-tcp", "network"),
+            BenchRef("winipc-rpc"),
+        ),
+    ),
     # ---- planned
     Mechanism(
         key="window-messages",
@@ -674,25 +704,6 @@ MECHANISMS: tuple[Mechanism, ...] = (
         discovery={"local": "initiate by service and topic: every server of the service answers"},
         coupling=frozenset({"loose", "tight"}),
         gui="window",
-    ),
-    Mechanism(
-        key="rpc",
-        title="RPC",
-        module="winipc.rpc",
-        state="planned",
-        offers="Remote procedure calls on declared interfaces: ncalrpc locally, ncacn_np "
-        "over named pipes, ncacn_ip_tcp over TLS; an endpoint mapper.",
-        patterns={
-            "request-reply": Fit(3, "a call is a function call: arguments out, results back")
-        },
-        cannot={p: "calls only" for p in PATTERNS if p != "request-reply"},
-        network="ncacn_ip_tcp over TLS",
-        foreign={
-            s: "its conversation is specified byte by byte for other languages"
-            for s in ("local", "network")
-        },
-        discovery={"local": "the endpoint mapper finds a server's endpoint by interface"},
-        event_loop="calls have asyncio twins (DESIGN.md §7)",
     ),
     Mechanism(
         key="com",
@@ -761,6 +772,7 @@ METRIC_PREFERENCE: dict[str, dict[bool, tuple[tuple[str, str], ...]]] = {
             ("burst-64", "rate"),
             ("burst-424", "rate"),
             ("queue-1k", "rate"),
+            ("rpc-null", "median"),
         )
         for bulk in (True, False)
     },
@@ -772,6 +784,7 @@ METRIC_PREFERENCE: dict[str, dict[bool, tuple[tuple[str, str], ...]]] = {
             ("burst-424", "rate"),
             ("handoff", "rate"),
             ("queue-1k", "rate"),
+            ("rpc-1mib", "rate"),
         ),
         False: (
             ("msgs-64", "rate"),
@@ -780,6 +793,7 @@ METRIC_PREFERENCE: dict[str, dict[bool, tuple[tuple[str, str], ...]]] = {
             ("burst-64", "rate"),
             ("handoff", "rate"),
             ("queue-1k", "rate"),
+            ("rpc-calls-1", "rate"),
         ),
     },
 }

@@ -44,8 +44,14 @@ Message queues (group ``queue``) are measured on a metric of their own, ``queue-
 of 1 KiB messages from producers to a consumer through the scenario's
 :meth:`Scenario.exchange`, sized by time (:mod:`winipc.bench.scenarios_queue`).
 
+Remote procedure calls (group ``rpc``) have metrics of their own too: ``rpc-null`` (kind
+``latency``: a null call's round trip), ``rpc-calls-1`` and ``rpc-calls-8`` (kind
+``rate``: null calls per second from 1 and 8 client threads) and ``rpc-1mib`` (kind
+``throughput``: a 1 MiB argument), each batch of calls through the scenario's
+:meth:`Scenario.exchange` (:mod:`winipc.bench.scenarios_rpc`).
+
 A :class:`Target` is a goal a figure is held to in every run (a ratio to another
-scenario's figure, or a value), registered with :func:`register_target`; the report
+scenario's figure or to the best of several, or a value), registered with :func:`register_target`; the report
 computes and prints each one per placement.
 
 To add a scenario, subclass :class:`Scenario` in a module and call :func:`register` at
@@ -81,14 +87,14 @@ class Metric:
         key: stable identifier used in JSON (``"rtt-64"``, ``"tput-64k"``).
         kind: ``"rtt"`` (round trip, µs, lower is better), ``"throughput"`` (MB/s,
             10**6 bytes per second, higher is better), ``"latency"`` (one way, signal to
-            wake, µs, lower is better), ``"rate"`` (operations per second, higher is
+            wake, or an RPC null call's round trip, µs, lower is better), ``"rate"`` (operations per second, higher is
             better), ``"delivery"`` (a burst of messages: loss in %, lower is better,
             and messages delivered per second) or ``"messages"`` (a burst of small
             messages sent one way, verified: messages per second, higher is better).
         size: bytes per unit (message, or chunk on a byte stream); 0 for latency and rate.
         label: human text for the table header.
         plot: measured only for ``--plot`` (the extra unit sizes of the throughput curve).
-        group: measured only by scenarios of this group (``"queue"``); None: by every
+        group: measured only by scenarios of this group (``"queue"``, ``"rpc"``); None: by every
             scenario that supports the kind.
     """
 
@@ -113,6 +119,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("burst-424", DELIVERY, 424, "burst of 424 B"),
     # bursts of 1 KiB messages through a message queue, producers to a consumer
     Metric("queue-1k", MESSAGES, KiB, "1 KiB queue messages", group="queue"),
+    # remote procedure calls, client (runner) to server (worker): a null call's round
+    # trip, null calls per second from 1 and 8 client threads, a 1 MiB argument
+    Metric("rpc-null", LATENCY, 0, "null call round trip", group="rpc"),
+    Metric("rpc-calls-1", RATE, 0, "null calls, 1 thread", group="rpc"),
+    Metric("rpc-calls-8", RATE, 0, "null calls, 8 threads", group="rpc"),
+    Metric("rpc-1mib", THROUGHPUT, MiB, "1 MiB argument", group="rpc"),
     # the rest of the throughput curve, measured for --plot only
     Metric("tput-64", THROUGHPUT, 64, "throughput 64 B", plot=True),
     Metric("tput-1k", THROUGHPUT, KiB, "throughput 1 KiB", plot=True),
@@ -330,6 +342,7 @@ _BUILTINS = (
     "winipc.bench.scenarios_peers",
     "winipc.bench.scenarios_sync",
     "winipc.bench.scenarios_queue",
+    "winipc.bench.scenarios_rpc",
 )
 
 
@@ -340,6 +353,7 @@ def _load_builtins() -> None:
         scenarios_mapping,  # noqa: F401  (mapping copy bandwidth, the memcpy limit)
         scenarios_peers,  # noqa: F401  (more peers, and winipc's anonymous pipes)
         scenarios_queue,  # noqa: F401  (message queues, their peers and targets)
+        scenarios_rpc,  # noqa: F401  (remote procedure calls, their peers and targets)
         scenarios_sync,  # noqa: F401  (event and mutex scenarios)
     )
 
@@ -355,8 +369,11 @@ class Target:
         text: what is compared, for humans.
         at_least: the goal: the ratio ``scenario / versus`` (with ``versus``) or the
             figure itself (in the figure's unit) must reach this.
-        versus: the scenario it is compared with, or None for a goal on the value.
+        versus: the scenario it is compared with; several: the best figure of those
+            measured (lowest for µs, highest for rates); None for a goal on the value.
         figure: which figure of the metric (``"rate"``).
+        at_most: a ceiling instead (or as well): the ratio (or the value) must not
+            exceed this (round trips: ``at_least`` 0 and ``at_most`` 1.3).
     """
 
     key: str
@@ -364,8 +381,9 @@ class Target:
     metric: str
     text: str
     at_least: float
-    versus: str | None = None
+    versus: str | tuple[str, ...] | None = None
     figure: str = "rate"
+    at_most: float | None = None
 
 
 _TARGETS: dict[str, Target] = {}

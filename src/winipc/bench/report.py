@@ -7,8 +7,8 @@ reached on the same metric in the same placement of the same run. So for round t
 (µs, lower is better) a ratio of 1.20 is 20 % slower than the best peer; for throughput
 (MB/s, higher is better) 0.80 is 20 % less throughput. Throughput figures also carry
 ``ratio_to_limit``: the figure divided by the memcpy limit's (``memcpy-limit``, one core
-copying the same units from a source larger than the last-level cache) in the same
-placement, when the limit was measured.
+copying the same units from a source larger than the last-level cache) with units of the
+same size in the same placement, when the limit was measured.
 
 Each scenario of the document also carries its figures by placement and metric
 (``scenarios[].figures``), the shape ``winipc choose`` reads from the last run's file,
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import sys
@@ -175,26 +176,35 @@ def _targets(run: RunResult) -> list[dict[str, Any]]:
                 "met": None,
                 "why": None,
             }
+            if t.at_most is not None:
+                entry["at_most"] = t.at_most
+            among = (t.versus,) if isinstance(t.versus, str) else t.versus or ()
+            if not isinstance(t.versus, str) and among:
+                entry["versus"], entry["among"] = " / ".join(among), list(among)
             why: list[str] = []
-            for side, name in (("value", t.scenario), ("versus_value", t.versus)):
-                if name is None:
-                    continue
+            for side, name in [("value", t.scenario)] + [("versus_value", n) for n in among]:
                 r = cells.get((name, p.name, t.metric))
                 if r is None:
                     why.append(f"{name} was not run")
                 elif r.unavailable is not None:
                     why.append(f"{name} not measured: {r.unavailable}")
                 elif t.figure in r.figures:
-                    entry[side] = r.figures[t.figure]
-                    entry["unit"] = FIGURES[r.kind][t.figure][0]
+                    got, (unit, better) = r.figures[t.figure], FIGURES[r.kind][t.figure]
+                    old = entry[side]
+                    if old is None or (got < old if better == "lower" else got > old):
+                        entry[side] = got
+                        if side == "versus_value" and len(among) > 1:
+                            entry["versus"] = name  # the best of several
+                    entry["unit"] = unit
             if why:
                 entry["why"] = "; ".join(why)
             value, versus = entry["value"], entry["versus_value"]
-            if t.versus is None and value is not None:
-                entry["met"] = value >= t.at_least
+            ceiling = math.inf if t.at_most is None else t.at_most
+            if not among and value is not None:
+                entry["met"] = t.at_least <= value <= ceiling
             elif value is not None and versus:
                 entry["ratio"] = value / versus
-                entry["met"] = entry["ratio"] >= t.at_least
+                entry["met"] = t.at_least <= entry["ratio"] <= ceiling
             out.append(entry)
     return out
 
@@ -209,10 +219,12 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
     peers = {s.name for s in run.scenarios if s.peer}
     limits = {s.name for s in run.scenarios if s.limit}
     group = {s.name: s.group for s in run.scenarios}
-    limit: dict[tuple[str, str], tuple[float, str]] = {}  # (placement, metric) -> rate
+    # (placement, unit size) -> rate: a throughput of another group with units of the
+    # same size (rpc-1mib) is held to the same limit
+    limit: dict[tuple[str, int], tuple[float, str]] = {}
     for r in run.results:
         if r.scenario in limits and r.kind == THROUGHPUT and "rate" in r.figures:
-            limit[(r.placement, r.metric)] = (r.figures["rate"], r.scenario)
+            limit[(r.placement, r.size)] = (r.figures["rate"], r.scenario)
     best: dict[tuple[str, str, str, str], tuple[float, str]] = {}
     for r in run.results:
         if r.scenario not in peers:
@@ -237,7 +249,7 @@ def build_document(run: RunResult, registered: list[Scenario]) -> dict[str, Any]
                 "best_peer": None if peer is None else peer[1],
             }
             if r.kind == THROUGHPUT:
-                lim = limit.get((r.placement, r.metric))
+                lim = limit.get((r.placement, r.size))
                 figures[fig]["ratio_to_limit"] = (
                     None if lim is None or not lim[0] else value / lim[0]
                 )
@@ -450,14 +462,15 @@ def render_targets(doc: dict[str, Any]) -> list[str]:
     lines = []
     for t in doc.get("targets", []):
         unit = "per s" if t.get("unit") == "1/s" else t.get("unit", "")
+        most = t.get("at_most")
         if t["versus"] is None:
             what = f"{t['scenario']} ({t['placement']})"
             got = "n/a" if t["value"] is None else f"{t['value']:,.0f} {unit}"
-            goal = f">= {t['at_least']:,.0f} {unit}"
+            goal = f">= {t['at_least']:,.0f} {unit}" if most is None else f"<= {most:,.0f} {unit}"
         else:
             what = f"{t['scenario']} / {t['versus']} ({t['placement']})"
             got = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-            goal = f">= {t['at_least']:g}x"
+            goal = f">= {t['at_least']:g}x" if most is None else f"<= {most:g}x"
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         line = f"Target {t['text']}: {what}: {got}, target {goal}: {verdict}"
         lines.append(line + (f" ({t['why']})" if t.get("why") else ""))

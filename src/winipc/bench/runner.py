@@ -93,6 +93,12 @@ class Budget:
             also the size of the first timed burst.
         queue_max_burst: messages per queue burst, at most (the producers build a
             burst's bodies before it starts).
+        rpc_seconds: remote procedure calls (metric group ``rpc``): keep making batches
+            of calls until their timed sum reaches this (seconds, per cell over the run);
+            each batch is sized from the rate of the previous one to fill what is left.
+        rpc_warmup: calls of the untimed (verified) batch per pass, also the size of the
+            first timed batch (a 16th of it, at least 1, for the 1 MiB argument).
+        rpc_max_batch: calls per batch, at most.
     """
 
     passes: int
@@ -114,6 +120,9 @@ class Budget:
     queue_seconds: float = 1.0
     queue_warmup: int = 64
     queue_max_burst: int = 20_000
+    rpc_seconds: float = 0.6
+    rpc_warmup: int = 200
+    rpc_max_batch: int = 50_000
 
 
 FULL = Budget(
@@ -144,6 +153,8 @@ QUICK = Budget(
     msgs_min_bursts=1,
     queue_seconds=0.1,
     queue_warmup=16,
+    rpc_seconds=0.04,
+    rpc_warmup=16,
 )
 
 
@@ -527,7 +538,9 @@ class Runner:
                             blame(worker, f"{where}, {label}"),
                             worker.watchdog(self._cell_timeout()),
                         ):
-                            if cell.metric.kind == RTT:
+                            if cell.metric.group == "rpc":
+                                self._rpc(worker, sc, ep, cell)
+                            elif cell.metric.kind == RTT:
                                 self._rtt(worker, ep, cell)
                             elif cell.metric.kind == THROUGHPUT and sc.limit:
                                 self._limit_throughput(worker, ep, cell)
@@ -780,6 +793,68 @@ class Runner:
         cell.ns += ns
         cell.rounds += bursts
         cell.per_pass.append(got / (ns / 1e9))
+
+    # ---------------------------------------------------------------- remote procedure calls
+    def _rpc(self, worker: WorkerSession, sc: Scenario, ep: Endpoint, cell: _Cell) -> None:
+        """Batches of calls, the runner's client to the worker's server (group ``rpc``).
+
+        Both sides run the scenario's :meth:`~Scenario.exchange` at once. The runner's
+        side makes ``count`` calls and returns: ``rpc-null`` (latency), each call's round
+        trip in ns; ``rpc-calls-*`` (rate), ``[start, end, calls]``; ``rpc-1mib``
+        (throughput), ``[start, end, calls, CRC-32 of the last argument sent]``. The
+        worker's side waits until its server has served them and returns ``[calls
+        served, CRC-32 of the last argument received, its length]``. One untimed batch
+        of :attr:`Budget.rpc_warmup` calls per pass (a 16th for the 1 MiB argument),
+        then batches, each sized to fill the time left, until :attr:`Budget.rpc_seconds`
+        (per run) of timed calls.
+
+        Raises:
+            VerificationError: the server did not serve exactly the calls made, or the
+                last argument it received is not the one sent.
+        """
+        b, m, k = self.budget, cell.metric, self.budget.passes
+
+        def batch(count: int) -> list[int]:
+            worker.command({"op": "exchange", "metric": m.key, "count": count})
+            mine = sc.exchange(ep, m, count, True)
+            served, crc, length = (int(t) for t in worker.reply(self._cell_timeout())["stamps"])
+            if served != count or (m.kind == LATENCY and len(mine) != count):
+                raise VerificationError(f"rpc: {count} calls made, {served} served")
+            if m.kind == THROUGHPUT and (crc, length) != (mine[3], m.size):
+                raise VerificationError(
+                    f"rpc: the last argument arrived as {length} bytes, crc32 {crc:08x} "
+                    f"(sent {m.size} bytes, crc32 {mine[3]:08x})"
+                )
+            return mine
+
+        warm = max(1, b.rpc_warmup // 16) if m.kind == THROUGHPUT else b.rpc_warmup
+        least = 1 if m.kind == THROUGHPUT else 8
+        batch(warm)
+        goal = b.rpc_seconds / k * 1e9
+        count, calls, ns, rounds = warm, 0, 0, 0
+        times: list[int] = []
+        while rounds == 0 or ns < goal:
+            mine = batch(count)
+            if m.kind == LATENCY:
+                times += mine
+                took = sum(mine)
+            else:
+                took = max(1, mine[1] - mine[0])
+                if m.kind == THROUGHPUT:
+                    cell.crc = mine[3]
+            calls, ns, rounds = calls + count, ns + took, rounds + 1
+            count = max(least, min(b.rpc_max_batch, int(count / took * (goal - ns))))
+        if m.kind == LATENCY:
+            cell.times += times
+            cell.per_pass.append(statistics.median(times) / 1e3)
+            return
+        cell.messages += calls
+        cell.nbytes += calls * m.size
+        cell.ns += ns
+        cell.rounds += rounds
+        cell.per_pass.append(
+            calls / (ns / 1e9) if m.kind == RATE else calls * m.size / (ns / 1e9) / 1e6
+        )
 
     def _round(
         self,

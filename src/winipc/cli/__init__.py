@@ -1,7 +1,8 @@
 """The ``winipc`` command: list, remove and clean named objects; serve and use pipes.
 
-``winipc ls``, ``winipc rm NAME``, ``winipc clean``, ``winipc pipe serve|send|cat`` and
-``winipc bench`` (registered when :mod:`winipc.bench.cli` is importable). See docs/cli.md.
+``winipc ls``, ``winipc rm NAME``, ``winipc clean``, ``winipc pipe serve|send|cat``,
+``winipc rpc serve|call|ls|idl`` and ``winipc bench`` (registered when
+:mod:`winipc.bench.cli` is importable). See docs/cli.md.
 
 Errors of winipc print as ``error: [WinError 2 ERROR_FILE_NOT_FOUND] ...`` on stderr and
 exit with status 1; bad arguments exit with status 2 (click's usage errors).
@@ -90,6 +91,7 @@ cli.add_command(mutex_group)
 cli.add_command(sem_group)
 cli.add_command(importlib.import_module("winipc.cli._choose").choose_cmd)
 cli.add_command(importlib.import_module("winipc.cli._queue").queue_group)
+cli.add_command(importlib.import_module("winipc.cli._rpc").rpc_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,8 @@ Layout (docs/wire/msmq-store.md has the byte-level details)::
         sync                          group commit state (GroupSync)
         receivers                     flock: shared per receiving handle, exclusive for DENY_RECEIVE_SHARE
         wait/                         doorbells of blocked receivers
+        access                        who may do what (only with ``security=``)
+        incoming/                     drop files of send-only users (only when some are granted)
 
 Writers serialize on the ``lock`` flock (a kernel wait, not SQLite's sleeping busy
 handler), then ``BEGIN IMMEDIATE``. SQLite runs with ``synchronous=NORMAL``: a commit
@@ -28,6 +30,15 @@ SQLite transaction (the commit point), then finalizes the other queues, then dro
 record. A transaction whose owner process died (its token's flock is free) is resolved
 by whoever next touches one of its rows: rolled forward when the coordinator's txlog has
 it, else rolled back.
+
+Shared queues (``security=`` granting other users, MQCreateQueue's security descriptor):
+a principal with read and write gets the database through POSIX ACLs on the folder and
+its files, plus a default ACL for files made later; the folder itself stays unwritable
+to them (nobody but the owner can put a name, e.g. a symlink, in it), so the owner's
+process remakes SQLite's ``-wal`` and ``-shm`` when its last connection removed them. A
+principal with write only (send) gets no database: it drops one file per send into
+``incoming/`` (see :mod:`winipc.msmq._incoming`), which any process with database access
+ingests (:func:`_ingest`) before it receives, peeks or counts.
 """
 
 from __future__ import annotations
@@ -35,10 +46,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import os
+import pwd
+import secrets
 import select
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -51,7 +66,8 @@ import msgpack
 from winipc import errors as W
 from winipc._backends import os_backend as B
 from winipc._backends import queue_files as F
-from winipc._core.security import SecurityAttributes
+from winipc._core.security import Access, SecurityAttributes
+from winipc.msmq import _incoming as I
 from winipc.msmq import _message as M
 from winipc.msmq._api import (
     SINGLE_MESSAGE,
@@ -81,6 +97,18 @@ READY, PENDING, LOCKED = 0, 1, 2
 #: While a receiver waits and another transaction holds messages of the queue, it checks
 #: this often (seconds) whether that transaction's owner died (its messages come back).
 RECOVERY_INTERVAL = 0.5
+#: A drop file still under its temporary name after this many seconds was abandoned by a
+#: sender that died; the ingesting process removes it.
+STALE_TEMP = 3600.0
+ACCESS_FILE = "access"
+INCOMING = "incoming"
+#: The most bytes of an ``access`` record read.
+MAX_ACCESS_RECORD = 64 * 1024
+_WAL_FILES = ["queue.db-wal", "queue.db-shm"]
+#: Files of a shared queue made at creation (grantees cannot make files in its folder).
+_SHARED_FILES = ["queue.db", *_WAL_FILES, "lock", "sync", "receivers"]
+
+_log = logging.getLogger("winipc.msmq")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -108,6 +136,7 @@ CREATE TABLE IF NOT EXISTS counters(
   sub INTEGER NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL,
   PRIMARY KEY(sub, state));
 CREATE TABLE IF NOT EXISTS txlog(tx TEXT PRIMARY KEY, participants BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS incoming(name TEXT PRIMARY KEY, at REAL NOT NULL, status INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS msg_ins AFTER INSERT ON msg BEGIN
   INSERT INTO counters(sub, state, n, bytes) VALUES (NEW.sub, NEW.state, 1, NEW.size)
   ON CONFLICT(sub, state) DO UPDATE SET n = n + 1, bytes = bytes + NEW.size;
@@ -133,7 +162,9 @@ def store_root() -> str:
 
     ``$WINIPC_ROOT/msmq`` when WINIPC_ROOT is set, else ``/var/tmp/winipc-msmq``: /var/tmp
     survives reboots (FHS), as durable queues must. Created 1777 (sticky) by root, else
-    0700 for the user's own queues; verified like the machine-wide root.
+    0700 for the user's own queues; verified like the machine-wide root. Root also makes
+    the ``.tx`` folder of liveness tokens (1777, sticky), so that users sharing queues can
+    all hold transactions there.
     """
     env = os.environ.get("WINIPC_ROOT")
     if env:
@@ -143,6 +174,8 @@ def store_root() -> str:
     else:
         path = DEFAULT_STORE
     B.verify_shared_root(path, create=True)
+    if B.uid() == 0 and not os.path.isdir(os.path.join(path, ".tx")):
+        _tx_folder(path)
     return path
 
 
@@ -172,6 +205,256 @@ def _translate_db(exc: Exception, where: str) -> W.WinIPCError:
 
 def _crc(props: bytes, body: bytes) -> int:
     return zlib.crc32(body, zlib.crc32(props))
+
+
+# --------------------------------------------------------------------------- sharing
+
+FULL, SEND, NONE = "full", "send", "none"
+_RW = Access.READ | Access.WRITE
+#: POSIX perms (4 r, 2 w, 1 x) each class of principal gets on each kind of entry.
+_PERMS: dict[str, dict[str, int]] = {
+    "folder": {FULL: 5, SEND: 1, NONE: 0},  # reach and list; never create or remove names
+    "folder_default": {FULL: 6, SEND: 0, NONE: 0},  # files the owner makes later (-wal, -shm)
+    "file": {FULL: 6, SEND: 0, NONE: 0},  # the database, lock, sync, receivers
+    "access": {FULL: 4, SEND: 4, NONE: 0},  # the access record: who may do what
+    "wait": {FULL: 7, SEND: 5, NONE: 0},  # receivers register doorbells; senders ring them
+    "incoming": {FULL: 7, SEND: 3, NONE: 0},  # senders create but cannot list; readers ingest
+    "incoming_default": {FULL: 4, SEND: 0, NONE: 0},  # drop files: readable by readers only
+}
+
+
+def _class(rights: Access | int) -> str:
+    r = Access(int(rights)) & _RW
+    if r == _RW:
+        return FULL
+    if r == Access.WRITE:
+        return SEND
+    return NONE
+
+
+@dataclasses.dataclass
+class _Sharing:
+    """What a queue's ``security=`` comes to on disk: each principal's class (full, send, none).
+
+    Named users are checked first, then groups, then everyone else (POSIX ACL order); a
+    ``none`` entry takes a principal out of a wider grant.
+    """
+
+    owner: int
+    users: dict[int, str]
+    groups: dict[int, str]
+    everyone: str
+
+    @property
+    def incoming(self) -> bool:
+        return SEND in self.users.values() or SEND in self.groups.values() or self.everyone == SEND
+
+    def perms(self, kind: str) -> tuple[dict[int, int], dict[int, int], int]:
+        table = _PERMS[kind]
+        return ({u: table[c] for u, c in self.users.items()},
+                {g: table[c] for g, c in self.groups.items()}, table[self.everyone])
+
+
+def _groups_of_user(user: int) -> frozenset[int]:
+    try:
+        gid = pwd.getpwuid(user).pw_gid
+    except KeyError:
+        return frozenset()
+    return B.groups_of(user, gid)
+
+
+def _plan_sharing(sec: SecurityAttributes, owner: int) -> _Sharing:
+    """The on-disk form of ``sec`` for a queue of ``owner`` (MQCreateQueue's descriptor).
+
+    Rights: WRITE alone is send (MQSEC_WRITE_MESSAGE); READ with WRITE is send, receive and
+    peek (MQSEC_RECEIVE_MESSAGE, MQSEC_PEEK_MESSAGE); CONNECT and QUERY add nothing. Deny
+    entries win: they are folded into each principal's entry.
+
+    Raises:
+        InvalidParameter: an allow entry grants READ without WRITE (peek or receive
+            without send): whoever may read the SQLite file must be able to write it.
+        NotSupported: a denied group must be kept out of another group's (or
+            everyone's) grant, which POSIX ACLs cannot express.
+    """
+    allow_u: dict[int, Access] = {}
+    allow_g: dict[int, Access] = {}
+    deny_u: dict[int, Access] = {}
+    deny_g: dict[int, Access] = {}
+    every = deny_every = Access(0)
+    for ace in sec.allow:
+        if ace.rights & Access.READ and not ace.rights & Access.WRITE:
+            raise W.InvalidParameter(
+                f"security: {ace.kind}:{ace.ident} is allowed READ without WRITE (peek or receive "
+                "without send); a local queue cannot enforce that: whoever may read its SQLite "
+                "file must be able to write it. Grant 'rw' (send, receive, peek) or 'w' (send)")
+        if ace.kind == "uid":
+            allow_u[ace.ident] = allow_u.get(ace.ident, Access(0)) | ace.rights
+        elif ace.kind == "gid":
+            allow_g[ace.ident] = allow_g.get(ace.ident, Access(0)) | ace.rights
+        else:
+            every |= ace.rights
+    for ace in sec.deny:
+        if ace.kind == "uid":
+            deny_u[ace.ident] = deny_u.get(ace.ident, Access(0)) | ace.rights
+        elif ace.kind == "gid":
+            deny_g[ace.ident] = deny_g.get(ace.ident, Access(0)) | ace.rights
+        else:
+            deny_every |= ace.rights
+    everyone = every & ~deny_every
+    users: dict[int, str] = {}
+    for user in (set(allow_u) | set(deny_u)) - {owner}:
+        gids = _groups_of_user(user)
+        would = allow_u.get(user, Access(0)) | every
+        denied = deny_u.get(user, Access(0)) | deny_every
+        for g in gids:
+            would |= allow_g.get(g, Access(0))
+            denied |= deny_g.get(g, Access(0))
+        users[user] = _class(would & ~denied)
+    groups: dict[int, Access] = {}
+    for g in set(allow_g) | set(deny_g):
+        groups[g] = (allow_g.get(g, Access(0)) | every) & ~(deny_g.get(g, Access(0)) | deny_every)
+    owner_gid = os.getgid()
+    for g, denied in deny_g.items():
+        others = [(f"group {h}", r) for h, r in groups.items() if h != g]
+        if g != owner_gid:
+            others.append(("everyone (the owner's group too)", everyone))
+        for who, r in others:
+            if _class(r) != NONE and r & denied & _RW:
+                raise W.NotSupported(
+                    f"security: deny of group {g} cannot be enforced against the grant to {who}: "
+                    "a member of both would get the grant (POSIX ACLs have no deny entries). "
+                    "Deny users instead, or grant only to users and to that group")
+    return _Sharing(owner, users, {g: _class(r) for g, r in groups.items()}, _class(everyone))
+
+
+def _check_shareable_store(root: str) -> None:
+    st = os.lstat(root)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != 0 or not mode & stat.S_ISVTX or not mode & 0o001:
+        raise W.NotSupported(
+            f"the queue store {root} (owner uid {st.st_uid}, mode {oct(mode)}) is not shared: other "
+            f"users cannot reach a queue in it. Sharing queues needs a store made by root with "
+            f"mode 1777 (as root: mkdir -m 1777 {root})")
+
+
+def _acl(path: str, sharing: _Sharing, kind: str, *, directory: bool = False,
+         default: str | None = None, default_users: dict[int, int] | None = None) -> None:
+    """Set ``path``'s access ACL (and default ACL) for ``sharing``; NotSupported without ACLs."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
+    try:
+        users, groups, other = sharing.perms(kind)
+        ok = B.set_access_acl(fd, users, groups, owner=7 if directory else 6, group=other, other=other)
+        if ok and default is not None:
+            users, groups, other = sharing.perms(default)
+            users.update(default_users or {})
+            ok = B.set_default_acl(fd, users, groups, owner=6, group=other, other=other)
+    finally:
+        os.close(fd)
+    if not ok:
+        raise W.NotSupported(
+            f"queue store {os.path.dirname(os.path.dirname(path))}: its file system has no POSIX "
+            "ACLs, so a queue cannot be opened to other users there (it is never widened to "
+            "everyone instead)")
+
+
+def _apply_sharing(folder: str, sharing: _Sharing) -> None:
+    """Give a queue folder being created the modes and ACLs of ``sharing`` (see _PERMS)."""
+    for name in _SHARED_FILES:
+        os.chmod(os.path.join(folder, name), 0o600)
+    os.chmod(os.path.join(folder, ACCESS_FILE), 0o600)
+    os.chmod(os.path.join(folder, "wait"), 0o1700)  # sticky: nobody removes another's doorbell
+    for name in _SHARED_FILES:
+        _acl(os.path.join(folder, name), sharing, "file")
+    _acl(os.path.join(folder, ACCESS_FILE), sharing, "access")
+    _acl(os.path.join(folder, "wait"), sharing, "wait", directory=True)
+    if sharing.incoming:
+        inc = os.path.join(folder, INCOMING)
+        os.chmod(inc, 0o700)  # not sticky: readers other than the owner remove ingested files
+        readers = {sharing.owner: 4}
+        _acl(inc, sharing, "incoming", directory=True, default="incoming_default", default_users=readers)
+    _acl(folder, sharing, "folder", directory=True, default="folder_default")
+
+
+@dataclasses.dataclass
+class _AccessRecord:
+    """A queue's ``access`` file: its owner, properties and security (readable by grantees)."""
+
+    owner: int
+    info: QueueInfo
+    security: SecurityAttributes
+    incoming: bool
+
+    def encode(self) -> bytes:
+        blob: bytes = msgpack.packb({
+            "version": 1, "owner": self.owner, "info": dataclasses.asdict(self.info),
+            "security": self.security.to_record(), "incoming": self.incoming,
+        }, use_bin_type=True)
+        return blob + zlib.crc32(blob).to_bytes(4, "little")
+
+    @classmethod
+    def decode(cls, data: bytes, where: str) -> _AccessRecord:
+        bad = W.CorruptQueueError(f"queue {where}: its access record is damaged")
+        if len(data) < 5 or zlib.crc32(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            raise bad
+        try:
+            rec = msgpack.unpackb(data[:-4], raw=False)
+            fields = {f.name for f in dataclasses.fields(QueueInfo)}
+            info = QueueInfo(**{k: v for k, v in rec["info"].items() if k in fields})
+            return cls(int(rec["owner"]), info, SecurityAttributes.from_record(rec["security"]),
+                       bool(rec["incoming"]))
+        except (W.WinIPCError, KeyError, TypeError, ValueError, AttributeError):
+            raise bad from None
+
+
+def _read_access(ref: QueueRef, folder: str) -> _AccessRecord | None:
+    """The access record of the queue in ``folder``, None when it has none (owner-only).
+
+    Raises QueueNotFound, QueueAccessDenied (the folder is another user's only).
+    """
+    try:
+        fd = os.open(os.path.join(folder, ACCESS_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not os.path.lexists(folder):
+            raise W.QueueNotFound(f"queue {ref.main()} does not exist") from None
+        return None
+    except PermissionError:
+        raise W.QueueAccessDenied(f"queue {ref.main()}: access denied (the queue is its owner's only)") from None
+    except OSError as exc:
+        if not os.path.lexists(folder):
+            raise W.QueueNotFound(f"queue {ref.main()} does not exist") from None
+        raise W.QueueAccessDenied(f"queue {ref.main()}: {exc.strerror}") from None
+    try:
+        data = os.read(fd, MAX_ACCESS_RECORD + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ACCESS_RECORD:
+        raise W.CorruptQueueError(f"queue {ref.main()}: its access record is too large")
+    return _AccessRecord.decode(data, str(ref.main()))
+
+
+_RIGHTS = (
+    (QueueAccess.SEND, Access.WRITE, "send (MQSEC_WRITE_MESSAGE)"),
+    (QueueAccess.RECEIVE, _RW, "receive (MQSEC_RECEIVE_MESSAGE)"),
+    (QueueAccess.PEEK, Access.READ, "peek (MQSEC_PEEK_MESSAGE)"),
+)
+
+
+def _open_mode(ref: QueueRef, folder: str, rec: _AccessRecord, access: QueueAccess) -> str:
+    """``"db"`` (the database) or ``"drop"`` (send-only, through incoming/) for this opener.
+
+    Raises QueueAccessDenied, naming the right, when ``access`` asks for a right the
+    queue's security does not grant us (deny entries win, also over the owner).
+    """
+    me = B.uid()
+    owner = me if me == 0 else rec.owner  # root is refused only by deny entries
+    for flag, needed, name in _RIGHTS:
+        if access & flag and not rec.security.check(owner, me, os.getgid(), needed):
+            raise W.QueueAccessDenied(f"queue {ref}: access denied: uid {me} does not have the {name} right")
+    if os.access(os.path.join(folder, "queue.db"), os.R_OK | os.W_OK):
+        return "db"
+    if access == QueueAccess.SEND and rec.incoming:
+        return "drop"
+    raise W.QueueAccessDenied(f"queue {ref}: access denied (its files refuse uid {me})")
 
 
 @dataclasses.dataclass
@@ -211,19 +494,42 @@ class _Store:
         except PermissionError:
             raise W.QueueAccessDenied(f"queue {self.ref}: no access to its folder") from None
         self.ino = st.st_ino
-        if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+        self.owner = (st.st_uid, st.st_gid)
+        #: shared (``security=`` granted others): the folder's ACL mask shows in its group bits
+        self.shared = create is None and bool(stat.S_IMODE(st.st_mode) & 0o077)
+        #: we may make files in the folder (its owner, or root)
+        self.maker = B.uid() in (0, st.st_uid)
+        self.incoming: str | None = None
+        if self.shared:
+            inc = os.path.join(folder, INCOMING)
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(inc).st_mode):
+                    self.incoming = inc
+            if not os.access(folder, os.X_OK) or not os.access(self.db_path, os.R_OK | os.W_OK):
+                raise W.QueueAccessDenied(f"queue {self.ref}: access denied (not granted to uid {B.uid()})")
+            for name in ("queue.db", *_WAL_FILES):
+                with contextlib.suppress(FileNotFoundError):
+                    if not stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
+                        raise W.QueueAccessDenied(f"queue {self.ref}: {name} is not a regular file; refused")
+        elif not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
             raise W.QueueAccessDenied(f"queue {self.ref}: access denied (the queue is its owner's only)")
         try:
-            self.write_lock = F.FileLock(os.path.join(folder, "lock"))
-            self.sync = F.GroupSync(os.path.join(folder, "sync"), self.db_path + "-wal", folder)
-            mode = "rwc" if create is not None else "rw"
-            conn = sqlite3.connect(
-                f"file:{urllib.parse.quote(self.db_path)}?mode={mode}", uri=True, timeout=30.0,
-                isolation_level=None, check_same_thread=False, cached_statements=64,
-            )
-            self.conn = conn
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            mode = 0o660 if self.shared else 0o600  # a shared queue's ACL mask is the group bits
+            self.write_lock = F.FileLock(os.path.join(folder, "lock"), mode=mode)
+            self.sync = F.GroupSync(os.path.join(folder, "sync"), self.db_path + "-wal", folder, mode=mode)
+            if self.shared:
+                # the owner's last close removes -wal and -shm, then remakes them, under the
+                # lock: grantees cannot make them (the folder is not theirs to write)
+                with self.write_lock:
+                    if self.maker:
+                        F.ensure_files(folder, _WAL_FILES, 0o660, self.owner)
+                    elif not all(os.path.lexists(os.path.join(folder, n)) for n in _WAL_FILES):
+                        raise W.MessageStorageFailed(
+                            f"queue {self.ref}: its -wal/-shm files are missing (its owner's process "
+                            "died while closing it); the owner must open the queue once")
+                    conn = self._connect(create)
+            else:
+                conn = self._connect(create)
             if create is not None:
                 conn.executescript(_SCHEMA)
                 self._init_meta(create)
@@ -241,6 +547,17 @@ class _Store:
             raise W.QueueAccessDenied(f"queue {self.ref}: {exc.strerror or exc}") from None
 
     # -- plumbing
+
+    def _connect(self, create: QueueInfo | None) -> sqlite3.Connection:
+        mode = "rwc" if create is not None else "rw"
+        conn = sqlite3.connect(
+            f"file:{urllib.parse.quote(self.db_path)}?mode={mode}", uri=True, timeout=30.0,
+            isolation_level=None, check_same_thread=False, cached_statements=64,
+        )
+        self.conn = conn
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
 
     def _init_meta(self, info: QueueInfo) -> None:
         assert self.conn is not None
@@ -319,8 +636,15 @@ class _Store:
     def close(self) -> None:
         with self._lock:
             if self.conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.close()
+                if self.shared and self.maker and self.write_lock is not None:
+                    with self.write_lock:  # see __init__: remake what SQLite's last close removed
+                        with contextlib.suppress(sqlite3.Error):
+                            self.conn.close()
+                        with contextlib.suppress(W.WinIPCError):
+                            F.ensure_files(self.folder, _WAL_FILES, 0o660, self.owner)
+                else:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.close()
                 self.conn = None
             for res in (self.write_lock, self.sync, self.receivers):
                 if res is not None:
@@ -373,22 +697,33 @@ class _Store:
 def create_queue(ref: QueueRef, *, transactional: bool = False, label: str = "", quota: int | None = None,
                  journal: bool = False, journal_quota: int | None = None, max_aborts: int = 5,
                  security: SecurityAttributes | None = None) -> QueueInfo:
+    """MQCreateQueue for a local queue: its folder, database and, with ``security``, ACLs.
+
+    ``security`` (the security descriptor) may grant other users and groups ``"w"``
+    (send: MQSEC_WRITE_MESSAGE, through the queue's ``incoming/`` folder) or ``"rw"``
+    (send, receive and peek: the database itself); deny entries win. Without it the
+    queue is its owner's only (0700 folder, 0600 files).
+
+    Raises QueueExists, IllegalQueuePathname, IllegalPropertyValue; InvalidParameter for
+    read without write; NotSupported when the store is not shared (not root's 1777), the
+    file system has no POSIX ACLs, or a group deny cannot be enforced.
+    """
     check_queue_properties(ref, label, quota, journal_quota, max_aborts)
     if ref.system:
         raise W.QueueExists("the system dead-letter queue exists already (it is created on first use)")
+    sharing = None
     if security is not None and security.opens_to_others:
-        raise W.NotSupported(
-            "queues shared with other users are not supported yet: a local queue is its owner's "
-            "only (0700 folder, 0600 files)"
-        )
+        sharing = _plan_sharing(security, B.uid())
+        _check_shareable_store(store_root())
     return _create(ref, QueueInfo(
         path=ref.path, format_name=ref.main().format_name, label=label, transactional=bool(transactional),
         quota=quota, journal=bool(journal), journal_quota=journal_quota, max_aborts=max_aborts,
         created=time.time(), owner_uid=B.uid(), backend="local",
-    ))
+    ), security if security is not None and (security.allow or security.deny) else None, sharing)
 
 
-def _create(ref: QueueRef, info: QueueInfo) -> QueueInfo:
+def _create(ref: QueueRef, info: QueueInfo, security: SecurityAttributes | None = None,
+            sharing: _Sharing | None = None) -> QueueInfo:
     root = store_root()
     final = _queue_dir(ref, root)
     if os.path.lexists(final):
@@ -398,12 +733,21 @@ def _create(ref: QueueRef, info: QueueInfo) -> QueueInfo:
     try:
         os.chmod(tmp, 0o700)
         os.mkdir(os.path.join(tmp, "wait"), 0o700)
+        if sharing is not None and sharing.incoming:
+            os.mkdir(os.path.join(tmp, INCOMING), 0o700)
         store = _Store(ref, tmp, create=info)
         store.close()
+        if security is not None:
+            rec = _AccessRecord(info.owner_uid, info, security, sharing is not None and sharing.incoming)
+            with open(os.path.join(tmp, ACCESS_FILE), "xb") as f:
+                f.write(rec.encode())
         for name in os.listdir(tmp):
             p = os.path.join(tmp, name)
             if os.path.isfile(p):
                 os.chmod(p, 0o600)
+        if sharing is not None:
+            F.ensure_files(tmp, _SHARED_FILES, 0o600, None)
+            _apply_sharing(tmp, sharing)
         try:
             os.rename(tmp, final)  # atomic; fails when another creator's folder is there
         except OSError:
@@ -426,11 +770,22 @@ def _open_store(ref: QueueRef, root: str | None = None) -> _Store:
 
 
 def delete_queue(ref: QueueRef) -> None:
+    """MQDeleteQueue: only the queue's owner (or root) may; others get QueueAccessDenied.
+
+    (MQSEC_DELETE_QUEUE cannot be granted: the store's sticky bit lets only the owner
+    remove the folder.)
+    """
     if ref.subqueue and not ref.system:
         raise W.MsmqError(f"{ref}: a subqueue is deleted with its queue",
                           winerror=W.MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION)
     root = store_root()
     folder = _queue_dir(ref, root)
+    try:
+        owner = os.lstat(folder).st_uid
+    except FileNotFoundError:
+        raise W.QueueNotFound(f"queue {ref} does not exist") from None
+    if B.uid() not in (0, owner):
+        raise W.QueueAccessDenied(f"queue {ref}: access denied: only its owner (uid {owner}) deletes it")
     nacks: list[M.Message] = []
     dead = os.path.join(root, f".dead.{os.path.basename(folder)}.{os.getpid()}.{time.monotonic_ns()}")
     try:
@@ -479,7 +834,14 @@ def purge_queue(ref: QueueRef) -> int:
 
 
 def queue_info(ref: QueueRef) -> QueueInfo:
-    store = _open_store(ref)
+    """MQGetQueueProperties: also for a send-only grantee (from the queue's access record)."""
+    try:
+        store = _open_store(ref)
+    except W.QueueAccessDenied:
+        rec = None if ref.system else _read_access(ref, _queue_dir(ref))
+        if rec is None:
+            raise
+        return rec.info
     try:
         return store.info
     finally:
@@ -579,6 +941,142 @@ def _post_ack(original: M.Message, cls: M.MessageClass) -> None:
         pass
     finally:
         admin.close()
+
+
+# ------------------------------------------------------------------ incoming drop files
+
+_junk_warned: set[str] = set()
+#: One ingest pass reads at most this many bytes of drop files (the rest waits for the next).
+INGEST_BATCH_BYTES = I.MAX_FILE
+INGEST_BATCH_FILES = 1000
+
+
+def _unlink_incoming(folder: str, names: Iterable[str]) -> None:
+    """Remove drop files that are ingested (or refused) and recorded as such."""
+    for name in names:
+        F.remove_entry(os.path.join(folder, name))
+
+
+@dataclasses.dataclass
+class _IngestPass:
+    read: int = 0  # bytes of drop files read
+    files: int = 0
+    taken: int = 0  # messages inserted
+    recoverable: bool = False
+    acks: list[tuple[M.Message, M.MessageClass]] = dataclasses.field(default_factory=list)
+
+
+def _ingest_one(store: _Store, conn: sqlite3.Connection, path: str, now: float, run: _IngestPass) -> str | None:
+    """Insert one drop file's messages; returns why it was refused ("" when taken, None when gone)."""
+    found = F.read_drop_file(path, I.MAX_FILE)
+    run.files += 1
+    if found.data is None:
+        return None if found.problem == "gone" else found.problem
+    run.read += len(found.data)
+    try:
+        batch = I.decode(found.data)
+    except I.IncomingFormatError as exc:
+        return f"is malformed ({exc})"
+    info = store.info
+    msgs = batch.messages
+    if batch.single_message != info.transactional:
+        cls = M.MessageClass.NACK_NOT_TRANSACTIONAL_Q if batch.single_message else M.MessageClass.NACK_NOT_TRANSACTIONAL_MSG
+        run.acks += [(m, cls) for m, _b in msgs]
+        return ("was sent in a transaction to a non-transactional queue" if batch.single_message
+                else "was sent without a transaction to a transactional queue")
+    for m, _b in msgs:
+        if conn.execute("SELECT 1 FROM msg WHERE msgid = ? LIMIT 1", (m.id,)).fetchone():
+            return f"repeats message id {m.id!r}"
+    if info.quota is not None:
+        row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
+        total = sum(len(b) for _m, b in msgs)
+        if (row[0] if row else 0) + total > info.quota:
+            run.acks += [(m, M.MessageClass.NACK_Q_EXCEED_QUOTA) for m, _b in msgs]
+            return f"would exceed the queue's quota of {info.quota} bytes"
+    for m, body in msgs:
+        m.sender_uid = found.uid  # from the kernel, not from the file
+        m.arrived_time = now
+        m.destination_queue = info.path
+        m.transactional = batch.single_message
+        m.abort_count = 0
+        if info.transactional:
+            m.priority = 0
+            m.delivery = M.Delivery.RECOVERABLE
+        m.lookup_id = store.insert(conn, m, body)
+        run.taken += 1
+        run.recoverable = run.recoverable or m.delivery == M.Delivery.RECOVERABLE
+        if m.acknowledge & M.Ack.POSITIVE_ARRIVAL:
+            run.acks.append((m, M.MessageClass.ACK_REACH_QUEUE))
+    return ""
+
+
+def _ingest(store: _Store) -> int:
+    """Move the drop files of ``store``'s ``incoming/`` into its database; returns messages taken.
+
+    Crash-safe: in one SQLite transaction (under the queue's write lock) each new file's
+    messages are inserted and its name recorded in table ``incoming``; the files are
+    removed only after the commit (and, for recoverable messages, the WAL's fdatasync). A
+    name already recorded is never ingested again, so a crash before the commit loses
+    nothing (the files stay) and a crash after it duplicates nothing (the record stays
+    until the file is gone). A file that is not a valid batch is removed with a logged
+    warning and never reaches the queue.
+    """
+    inc = store.incoming
+    if inc is None:
+        return 0
+    try:
+        if not os.listdir(inc):
+            return 0
+    except OSError:
+        return 0
+    now = time.time()
+    run = _IngestPass()
+    done: list[str] = []
+    more = False
+    with store.write() as conn:
+        try:
+            names = set(os.listdir(inc))  # under the lock: no other ingester between here and commit
+        except OSError:
+            names = set()
+        known = {n for (n,) in conn.execute("SELECT name FROM incoming")}
+        gone = known - names
+        if gone:
+            conn.executemany("DELETE FROM incoming WHERE name = ?", [(n,) for n in gone])
+        done += sorted(known & names)
+        for name in sorted(names - known):
+            if run.read >= INGEST_BATCH_BYTES or run.files >= INGEST_BATCH_FILES:
+                more = True  # the rest in the next pass: bounded memory and lock time
+                break
+            path = os.path.join(inc, name)
+            if I.is_temp_name(name):
+                age = F.entry_age(path)
+                if age is not None and age > STALE_TEMP:
+                    _log.warning("queue %s: removing %s, abandoned by its sender", store.ref, name)
+                    F.remove_entry(path)
+                continue
+            if not I.is_final_name(name):
+                if name not in _junk_warned:
+                    if len(_junk_warned) > 1000:
+                        _junk_warned.clear()
+                    _junk_warned.add(name)
+                    _log.warning("queue %s: incoming entry %r is not a drop file; removed", store.ref, name[:80])
+                F.remove_entry(path)
+                continue
+            problem = _ingest_one(store, conn, path, now, run)
+            if problem is None:
+                continue
+            if problem:
+                _log.warning("queue %s: incoming file %s %s; discarded", store.ref, name, problem)
+            conn.execute("INSERT INTO incoming(name, at, status) VALUES (?, ?, ?)", (name, now, 1 if problem else 0))
+            done.append(name)
+    if run.recoverable:
+        store.durable(time.monotonic_ns())
+    _unlink_incoming(inc, done)
+    if run.taken or more:
+        store.ring()  # wakes receivers, and with ``more`` the next pass
+    for m, cls in run.acks:
+        _post_ack(m, cls)
+    return run.taken
 
 
 # ------------------------------------------------------------------------- transactions
@@ -864,7 +1362,18 @@ def _recover(store: _Store) -> int:
 # ---------------------------------------------------------------------------- handles
 
 
-def open_queue(ref: QueueRef, access: QueueAccess, share: ShareMode) -> LocalQueue:
+def open_queue(ref: QueueRef, access: QueueAccess, share: ShareMode) -> Queue:
+    """MQOpenQueue on a local queue.
+
+    A shared queue's access record is checked first: asking for a right that its security
+    does not grant raises QueueAccessDenied before any data is touched. A user granted
+    only send gets a :class:`LocalDropQueue` (sends go through ``incoming/``).
+    """
+    if not ref.system:
+        folder = _queue_dir(ref)
+        rec = _read_access(ref, folder)
+        if rec is not None and _open_mode(ref, folder, rec, access) == "drop":
+            return LocalDropQueue(ref, access, folder, rec)
     return LocalQueue(ref, access, share)
 
 
@@ -1142,9 +1651,14 @@ class LocalQueue(Queue):
         with store.write() as conn:
             conn.executemany("DELETE FROM msg WHERE seq = ?", [(r.seq,) for r in rows])
 
+    def _ingest(self) -> None:
+        if self._store.incoming is not None:
+            _ingest(self._store)
+
     def _take(self, extra: str, params: tuple[Any, ...], tx: LocalTransaction | None,
               remove: bool) -> M.Message | None:
         store = self._store
+        self._ingest()
         now = time.time()
         if not remove:
             with store.read() as conn:
@@ -1279,6 +1793,7 @@ class LocalQueue(Queue):
 
     def stat(self) -> QueueStat:
         store = self._check(QueueAccess.RECEIVE | QueueAccess.PEEK | QueueAccess.SEND)
+        self._ingest()
         with store.read() as conn:
             c = store.counters(conn)
 
@@ -1301,6 +1816,7 @@ class LocalQueue(Queue):
 
     def purge(self) -> int:
         store = self._check(QueueAccess.RECEIVE)
+        self._ingest()
         with store.write() as conn:
             rows = [store.row(t) for t in conn.execute(
                 f"SELECT {_COLS} FROM msg WHERE sub = ? AND state = 0", (self._sub,))]
@@ -1382,6 +1898,206 @@ class LocalCursor(Cursor):
             raise W.MessageAlreadyReceived(f"queue {q.ref}: the message under the cursor was received")
         self._removed = True
         return m
+
+    def close(self) -> None:
+        self._closed = True
+
+
+_drop_lock = threading.Lock()
+_drop_last_ns = 0
+
+
+def _drop_name() -> str:
+    """A new drop file name: the sender's time (ns, never going back in this process) and 128 random bits."""
+    global _drop_last_ns
+    with _drop_lock:
+        _drop_last_ns = max(time.time_ns(), _drop_last_ns + 1)
+        return f"{_drop_last_ns:016x}-{secrets.token_hex(16)}.msg"
+
+
+class LocalDropQueue(Queue):
+    """A local queue opened for send by a user granted only the send right (MQSEC_WRITE_MESSAGE).
+
+    Each :meth:`send` (each :meth:`send_many` batch) becomes one file in the queue's
+    ``incoming/`` folder, written under a temporary name, ``fsync``ed when recoverable,
+    renamed into place; then the queue's doorbells are rung. The queue's readers ingest
+    it before they next receive, peek or count. Returned messages carry their ``id``;
+    their ``lookup_id`` is 0 (assigned at ingest).
+
+    Differences from a handle with database access: no transactions but SINGLE_MESSAGE
+    (TransactionUsage), the quota is checked when the file is ingested (an over-quota
+    send is discarded then, with NACK_Q_EXCEED_QUOTA if asked for), and receive, peek,
+    cursors, stat and purge raise QueueAccessDenied.
+    """
+
+    def __init__(self, ref: QueueRef, access: QueueAccess, folder: str, rec: _AccessRecord) -> None:
+        if access != QueueAccess.SEND:
+            raise W.QueueAccessDenied(f"queue {ref}: access denied: uid {B.uid()} may only send")
+        if ref.subqueue or ref.system:
+            raise W.MsmqError(f"{ref}: messages cannot be sent to a subqueue",
+                              winerror=W.MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION)
+        self.ref = ref
+        self.access = access
+        self._folder = folder
+        self._incoming = os.path.join(folder, INCOMING)
+        self._wait_dir = os.path.join(folder, "wait")
+        self._rec = rec
+        self._closed = False
+        try:
+            self._ino = os.lstat(folder).st_ino
+        except FileNotFoundError:
+            raise W.QueueNotFound(f"queue {ref} does not exist") from None
+
+    @property
+    def info(self) -> QueueInfo:
+        return self._rec.info
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _alive(self) -> None:
+        if self._closed:
+            raise W.MsmqError(f"queue handle {self.ref} is closed", winerror=W.MQ_ERROR_INVALID_HANDLE)
+        try:
+            ino = os.lstat(self._folder).st_ino
+        except FileNotFoundError:
+            raise W.QueueDeleted(f"queue {self.ref} was deleted") from None
+        if ino != self._ino:
+            raise W.QueueDeleted(f"queue {self.ref} was deleted (and created again)")
+
+    def _denied(self, what: str) -> W.QueueAccessDenied:
+        return W.QueueAccessDenied(
+            f"queue {self.ref}: access denied: {what} needs the receive or peek right; "
+            f"uid {B.uid()} has only send (MQSEC_WRITE_MESSAGE)")
+
+    # -- sending
+
+    def send(self, body: Any = b"", *, transaction: TxArg = None, **props: Any) -> M.Message:
+        m = M.make_message(body, props)
+        m.message_class = M.MessageClass.NORMAL
+        return self._send_prepared([m], transaction)[0]
+
+    def _send_ack(self, ack: M.Message, cls: M.MessageClass) -> None:
+        M.validate(ack)
+        ack.message_class = cls
+        self._send_prepared([ack], SINGLE_MESSAGE if self.transactional else None)
+
+    def send_many(self, messages: Iterable[Any], *, transaction: TxArg = None) -> list[M.Message]:
+        prepared = []
+        for item in messages:
+            item = M.make_message(item, {})
+            item.message_class = M.MessageClass.NORMAL
+            prepared.append(item)
+        return self._send_prepared(prepared, transaction)
+
+    def _send_prepared(self, prepared: list[M.Message], transaction: TxArg) -> list[M.Message]:
+        self._alive()
+        single = False
+        if transaction is None:
+            if self.transactional:
+                raise W.TransactionUsage(
+                    f"queue {self.ref} is transactional: send within a transaction or with SINGLE_MESSAGE")
+        elif isinstance(transaction, _Single):
+            if not self.transactional:
+                raise W.TransactionUsage(f"queue {self.ref} is not transactional: send without a transaction")
+            single = True
+        else:
+            raise W.TransactionUsage(
+                f"queue {self.ref}: uid {B.uid()} has only the send right, so its sends go through the "
+                "queue's incoming folder, which cannot join a transaction; send with SINGLE_MESSAGE "
+                "(one file: all of a send_many or none)")
+        if not prepared:
+            return []
+        now = time.time()
+        host = B.host_name()
+        records: list[tuple[bytes, bytes]] = []
+        for m in prepared:
+            data, kind = M.encode_body(m.body)
+            m.body_type = kind
+            m.id = M.new_message_id()
+            m.sent_time = m.arrived_time = now
+            m.source_machine = host
+            m.sender_pid = os.getpid()
+            m.sender_uid = B.uid()
+            m.destination_queue = self.info.path
+            m.transactional = single
+            if self.transactional:
+                m.priority = 0
+                m.delivery = M.Delivery.RECOVERABLE
+            m.abort_count = 0
+            m.lookup_id = 0
+            records.append((msgpack.packb(M.to_record(m), use_bin_type=True), data))
+            if isinstance(m.body, (bytearray, memoryview)):
+                m.body = data
+        # one file per batch; a batch too large for one file is split unless it is one
+        # transaction (SINGLE_MESSAGE), which must stay one file
+        chunks: list[list[int]] = [[]]
+        size = I.empty_size()
+        for i, (props, data) in enumerate(records):
+            need = I.overhead(props) + len(data)
+            if chunks[-1] and (size + need > I.MAX_FILE or len(chunks[-1]) >= I.MAX_COUNT):
+                if single:
+                    raise W.InsufficientResources(
+                        f"queue {self.ref}: a SINGLE_MESSAGE batch from a send-only user is one file "
+                        f"of at most {I.MAX_FILE} bytes; send fewer or smaller messages")
+                chunks.append([])
+                size = I.empty_size()
+            chunks[-1].append(i)
+            size += need
+        for chunk in chunks:
+            try:
+                blob = I.encode([records[i] for i in chunk], single_message=single)
+            except I.IncomingFormatError as exc:
+                raise W.IllegalPropertyValue(f"queue {self.ref}: {exc}") from None
+            sync = any(prepared[i].delivery == M.Delivery.RECOVERABLE for i in chunk)
+            try:
+                F.write_drop_file(self._incoming, _drop_name(), blob, sync=sync)
+            except W.MessageStorageFailed:
+                raise
+            except W.WinIPCError as exc:
+                self._alive()
+                if isinstance(exc, PermissionError):
+                    raise W.QueueAccessDenied(f"queue {self.ref}: its incoming folder refuses uid {B.uid()}") from None
+                raise W.MessageStorageFailed(f"queue {self.ref}: {exc.strerror or exc}") from None
+        F.ring(self._wait_dir)
+        return prepared
+
+    # -- everything else needs the database
+
+    def receive(self, timeout: float | None = None, *, transaction: TxArg = None) -> M.Message:
+        raise self._denied("receive")
+
+    def peek(self, timeout: float | None = None) -> M.Message:
+        raise self._denied("peek")
+
+    def receive_by_id(self, message_id: str, *, transaction: TxArg = None) -> M.Message:
+        raise self._denied("receive")
+
+    def peek_by_id(self, message_id: str) -> M.Message:
+        raise self._denied("peek")
+
+    def receive_by_correlation_id(self, correlation_id: str, timeout: float | None = 0.0, *,
+                                  transaction: TxArg = None) -> M.Message:
+        raise self._denied("receive")
+
+    def peek_by_correlation_id(self, correlation_id: str, timeout: float | None = 0.0) -> M.Message:
+        raise self._denied("peek")
+
+    def cursor(self) -> Cursor:
+        raise self._denied("a cursor")
+
+    async def areceive(self, timeout: float | None = None, *, transaction: TxArg = None) -> M.Message:
+        raise self._denied("receive")
+
+    async def apeek(self, timeout: float | None = None) -> M.Message:
+        raise self._denied("peek")
+
+    def stat(self) -> QueueStat:
+        raise self._denied("stat (the queue's counters)")
+
+    def purge(self) -> int:
+        raise self._denied("purge")
 
     def close(self) -> None:
         self._closed = True
