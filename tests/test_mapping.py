@@ -743,3 +743,30 @@ def test_bench_mapping_against_memcpy() -> None:
         for s in (scenarios_mapping.MAPPING, scenarios_mapping.MEMCPY):
             if s.name not in before:
                 registry.unregister(s.name)
+
+
+def test_bench_memcpy_limit_survives_many_rounds() -> None:
+    """Each round's acknowledgement from the worker is read: 400 rounds on one
+    connection (more than a socket holds of unread one-byte writes, about 280) end."""
+    from winipc.bench import registry
+    from winipc.bench.report import build_document
+    from winipc.bench.runner import QUICK, Runner
+
+    before = {s.name for s in registry.all_scenarios()}
+    from winipc.bench import scenarios_mapping
+
+    try:
+        budget = dataclasses.replace(
+            QUICK, round_bytes=64 << 10, tput_seconds=0.0, tput_min_rounds=400, tput_max_rounds=400
+        )
+        metric = registry.metric("tput-64k")
+        run = Runner(
+            [scenarios_mapping.MEMCPY], budget=budget, metrics=[metric], placement="same-core"
+        ).run()
+        doc = build_document(run, registry.all_scenarios())
+        assert doc["verified"] is True
+        [result] = doc["results"]
+        assert result["scenario"] == "memcpy-limit" and result["figures"]["rate"]["value"] > 0
+    finally:
+        if scenarios_mapping.MEMCPY.name not in before:
+            registry.unregister(scenarios_mapping.MEMCPY.name)

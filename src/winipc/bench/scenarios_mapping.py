@@ -36,7 +36,7 @@ import threading
 
 from winipc.bench.registry import THROUGHPUT, Buffer, Endpoint, Scenario, Setup, register
 from winipc.bench.scenarios import _recv_exact
-from winipc.bench.workload import prefaulted
+from winipc.bench.workload import ACK, VerificationError, prefaulted
 from winipc.mapping import FILE_MAP_WRITE, FileMapping, MappedView
 
 #: bytes of the ring in the mapping (and the memcpy peer's first destination size)
@@ -310,7 +310,9 @@ class _MemcpyEndpoint:
     """Runner side of ``memcpy-limit``: memcpy into private memory; verified afterwards.
 
     ``recv`` (the end of a timed round) hands the round's bytes to a helper thread that
-    sends them to the worker, and returns the acknowledgement at once.
+    sends them to the worker, and returns the acknowledgement at once. The helper also
+    reads the worker's own acknowledgement of each round: left unread, they would fill
+    the socket (about 280 one-byte writes) and stop the worker in the middle of a cell.
     """
 
     def __init__(self, ctl: _Control) -> None:
@@ -328,6 +330,11 @@ class _MemcpyEndpoint:
         while (length := self._jobs.get()) is not None:
             try:
                 self._ctl.sock.sendall(memoryview(self._dst)[:length])
+                ack = _recv_exact(self._ctl.sock, len(ACK))
+                if bytes(ack) != ACK:
+                    raise VerificationError(
+                        f"memcpy-limit: expected the acknowledgement {ACK!r}, got {bytes(ack)!r}"
+                    )
             except BaseException as exc:  # reported by the next send or recv
                 self._error = exc
             finally:
