@@ -24,7 +24,10 @@ def winipc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     left = []
     for entry in root.iterdir():
         if entry.name.startswith("local-"):
-            left += [str(p) for p in entry.iterdir()]
+            # the user's clipboard persists, as a session's clipboard does on Windows
+            left += [str(p) for p in entry.iterdir() if p.name != "clipboard"]
+        elif entry.name in ("atoms", "clipboard"):
+            continue  # atoms live until the machine restarts; clipboards keep their data
         elif entry.name.startswith(".dead."):
             continue
         elif entry.name == "msmq" and entry.is_dir():
@@ -55,7 +58,11 @@ def shared_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
     monkeypatch.setenv("WINIPC_ROOT", str(root))
     try:
         yield root, src
-        left = [p.name for p in root.iterdir() if not p.name.startswith((".dead.", "local-"))]
+        left = [
+            p.name
+            for p in root.iterdir()
+            if not p.name.startswith((".dead.", "local-")) and p.name not in ("atoms", "clipboard")
+        ]
         store = root / "msmq"
         if "msmq" in left and all(p.name == ".tx" for p in store.iterdir()):
             left.remove("msmq")  # the queue store folder may stay, empty
