@@ -33,6 +33,10 @@ when known)::
     ├── TooManyPosts (ValueError)                 298  ERROR_TOO_MANY_POSTS
     ├── MappedAlignment (ValueError)              1132 ERROR_MAPPED_ALIGNMENT
     ├── InvalidWindowHandle (ValueError)          1400 ERROR_INVALID_WINDOW_HANDLE
+    ├── ClassAlreadyExists (FileExistsError)      1410 ERROR_CLASS_ALREADY_EXISTS
+    ├── ClassDoesNotExist (LookupError)           1411 ERROR_CLASS_DOES_NOT_EXIST (1407 ERROR_CANNOT_FIND_WND_CLASS from create_window)
+    ├── ClassHasWindows                           1412 ERROR_CLASS_HAS_WINDOWS
+    ├── ClipboardNotOpen (PermissionError)        1418 ERROR_CLIPBOARD_NOT_OPEN
     ├── AbandonedMutex                            735  ERROR_ABANDONED_WAIT_0 (ownership granted)
     ├── CorruptQueueError (ValueError)            1392 ERROR_FILE_CORRUPT   (a queue file failed its checks)
     └── MsmqError                                 MSMQ's HRESULTs (negative, as MQERROR is signed)
@@ -114,6 +118,12 @@ ERROR_IO_INCOMPLETE = 996
 ERROR_IO_PENDING = 997
 ERROR_MAPPED_ALIGNMENT = 1132
 ERROR_INVALID_WINDOW_HANDLE = 1400
+ERROR_CANNOT_FIND_WND_CLASS = 1407
+ERROR_CLASS_ALREADY_EXISTS = 1410
+ERROR_CLASS_DOES_NOT_EXIST = 1411
+ERROR_CLASS_HAS_WINDOWS = 1412
+ERROR_CLIPBOARD_NOT_OPEN = 1418
+ERROR_NOT_ENOUGH_QUOTA = 1816
 ERROR_FILE_CORRUPT = 1392
 ERROR_TIMEOUT = 1460
 RPC_S_INVALID_STRING_BINDING = 1700
@@ -193,6 +203,12 @@ MESSAGES: dict[int, str] = {
     ERROR_MAPPED_ALIGNMENT: "The base address or the file offset specified does not have the "
     "proper alignment.",
     ERROR_INVALID_WINDOW_HANDLE: "Invalid window handle.",
+    ERROR_CANNOT_FIND_WND_CLASS: "Cannot find window class.",
+    ERROR_CLASS_ALREADY_EXISTS: "Class already exists.",
+    ERROR_CLASS_DOES_NOT_EXIST: "Class does not exist.",
+    ERROR_CLASS_HAS_WINDOWS: "Class still has open windows.",
+    ERROR_CLIPBOARD_NOT_OPEN: "Thread does not have a clipboard open.",
+    ERROR_NOT_ENOUGH_QUOTA: "Not enough quota is available to process this command.",
     ERROR_TIMEOUT: "This operation returned because the timeout period expired.",
     ERROR_FILE_CORRUPT: "The file or directory is corrupted and unreadable.",
     RPC_S_INVALID_STRING_BINDING: "The string binding is invalid.",
@@ -424,6 +440,26 @@ class InvalidWindowHandle(WinIPCError, ValueError):
     winerror_default = ERROR_INVALID_WINDOW_HANDLE
 
 
+class ClassAlreadyExists(WinIPCError, FileExistsError):
+    winerror_default = ERROR_CLASS_ALREADY_EXISTS
+
+
+class ClassDoesNotExist(WinIPCError, LookupError):
+    """No window class of that name (UnregisterClass: 1411; CreateWindow gives it with 1407)."""
+
+    winerror_default = ERROR_CLASS_DOES_NOT_EXIST
+
+
+class ClassHasWindows(WinIPCError):
+    """UnregisterClass while windows of the class still exist."""
+
+    winerror_default = ERROR_CLASS_HAS_WINDOWS
+
+
+class ClipboardNotOpen(WinIPCError, PermissionError):
+    winerror_default = ERROR_CLIPBOARD_NOT_OPEN
+
+
 class AbandonedMutex(WinIPCError):
     """A wait was satisfied by a mutex whose owner ended without releasing it.
 
@@ -640,6 +676,7 @@ _BY_CODE[MQ_ERROR_LABEL_TOO_LONG] = IllegalPropertyValue
 _BY_CODE[ERROR_INVALID_HANDLE] = InvalidHandle
 _BY_CODE[RPC_S_CALL_FAILED] = CallFailed
 _BY_CODE[RPC_S_CALL_CANCELLED] = CallCancelled
+_BY_CODE[ERROR_CANNOT_FIND_WND_CLASS] = ClassDoesNotExist
 
 
 def from_winerror(code: int, message: str | None = None, funcname: str | None = None) -> WinIPCError:

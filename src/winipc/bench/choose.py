@@ -644,32 +644,37 @@ MECHANISMS: tuple[Mechanism, ...] = (
             BenchRef("winipc-rpc"),
         ),
     ),
-    # ---- planned
     Mechanism(
         key="window-messages",
         title="Window messages, WM_COPYDATA",
         module="winipc.messages",
-        state="planned",
-        offers="Message-only windows: SendMessage(Timeout) waits for the reply, "
-        "PostMessage queues, WM_COPYDATA carries a block of data; FindWindow, "
-        "RegisterWindowMessage.",
+        state="available",
+        offers="Windows (message-only ones for console programs) and a message loop: "
+        "SendMessage(Timeout) waits for the reply, PostMessage queues, WM_COPYDATA carries "
+        "up to 64 MiB through shared memory; FindWindow, RegisterWindowMessage.",
         patterns={
             "request-reply": Fit(
-                3, "SendMessage waits for the receiver's reply; WM_COPYDATA carries the data"
+                2,
+                "SendMessage waits for the window procedure's result (8 bytes; WM_COPYDATA "
+                "carries data there); the receiver runs a message loop",
             ),
-            "one-way": Fit(3, "PostMessage queues a message without waiting"),
+            "one-way": Fit(2, "PostMessage queues a message without waiting"),
             "broadcast": Fit(2, "a registered message sent to every top-level window"),
             "signal": Fit(2, "a posted message wakes the window's message loop"),
+            "stream": Fit(1, "WM_COPYDATA blocks, each a synchronous call; a pipe streams"),
         },
         network_planned="later",
         discovery={"local": "FindWindow by class or title; messages registered by name"},
-        gui="window",
+        event_loop="a window procedure runs in the GUI's own message loop; message_queue() "
+        "waits with kernel objects in wait_any (MsgWaitForMultipleObjects)",
+        bench=(BenchRef("winipc-sendmessage"), BenchRef("winipc-copydata")),
     ),
+    # ---- planned
     Mechanism(
         key="clipboard",
         title="Clipboard",
         module="winipc.clipboard",
-        state="planned",
+        state="available",
         offers="Set and get data in standard or registered formats, change listeners, "
         "delayed rendering; bridged to the desktop clipboard.",
         patterns={

@@ -96,6 +96,10 @@ class Metric:
         plot: measured only for ``--plot`` (the extra unit sizes of the throughput curve).
         group: measured only by scenarios of this group (``"queue"``, ``"rpc"``); None: by every
             scenario that supports the kind.
+        only: measured only by the scenarios named here (and supporting the kind); empty:
+            no such restriction. ``tput-16m`` is WM_COPYDATA's large unit, measured on
+            ``winipc-copydata`` and the peers and limit it is held to, not on every
+            transport (a SOCK_SEQPACKET message cannot be 16 MiB).
     """
 
     key: str
@@ -104,6 +108,7 @@ class Metric:
     label: str
     plot: bool = False
     group: str | None = None
+    only: tuple[str, ...] = ()
 
 
 KiB, MiB = 1024, 1024 * 1024
@@ -113,6 +118,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("msgs-64", MESSAGES, 64, "64 B messages"),
     Metric("tput-64k", THROUGHPUT, 64 * KiB, "throughput 64 KiB"),
     Metric("tput-1m", THROUGHPUT, MiB, "throughput 1 MiB"),
+    # WM_COPYDATA's large unit, with the peers and the limit it is compared with
+    Metric(
+        "tput-16m",
+        THROUGHPUT,
+        16 * MiB,
+        "throughput 16 MiB",
+        only=("winipc-copydata", "af-unix-stream", "mp-pipe", "memcpy-limit"),
+    ),
     Metric("wake", LATENCY, 0, "set-to-wake"),
     Metric("handoff", RATE, 0, "hand-offs"),
     Metric("burst-64", DELIVERY, 64, "burst of 64 B"),
@@ -254,6 +267,8 @@ class Scenario(abc.ABC):
             ``"delivery"``): a figure's ratio is to the best peer of its own group.
         kinds: the metric kinds supported.
         description: one sentence on how the scenario is built.
+        keywords: further words a plain ``--only`` pattern selects the scenario by (whole
+            word, any case): ``--only messages`` selects the window-message scenarios.
     """
 
     name: str = ""
@@ -263,9 +278,12 @@ class Scenario(abc.ABC):
     group: str = "transport"
     kinds: frozenset[MetricKind] = frozenset({RTT, THROUGHPUT, MESSAGES})
     description: str = ""
+    keywords: frozenset[str] = frozenset()
 
     def supports(self, metric: Metric) -> bool:
         """Whether this scenario is measured on ``metric``."""
+        if metric.only and self.name not in metric.only:
+            return False
         return metric.kind in self.kinds and metric.group in (None, self.group)
 
     def unavailable(self) -> str | None:
@@ -343,6 +361,7 @@ _BUILTINS = (
     "winipc.bench.scenarios_sync",
     "winipc.bench.scenarios_queue",
     "winipc.bench.scenarios_rpc",
+    "winipc.bench.scenarios_messages",
 )
 
 
@@ -351,6 +370,7 @@ def _load_builtins() -> None:
     from winipc.bench import (
         scenarios_mailslot,  # noqa: F401  (mailslots, and their delivery)
         scenarios_mapping,  # noqa: F401  (mapping copy bandwidth, the memcpy limit)
+        scenarios_messages,  # noqa: F401  (SendMessage round trips, WM_COPYDATA throughput)
         scenarios_peers,  # noqa: F401  (more peers, and winipc's anonymous pipes)
         scenarios_queue,  # noqa: F401  (message queues, their peers and targets)
         scenarios_rpc,  # noqa: F401  (remote procedure calls, their peers and targets)
@@ -438,7 +458,8 @@ def select(patterns: Iterable[str]) -> list[Scenario]:
     """Scenarios matching any of ``patterns`` (all of them when there is none).
 
     A pattern with ``*``, ``?`` or ``[`` is a shell-style glob on the whole name; any other
-    pattern matches as a substring. Matching ignores case.
+    pattern matches as a substring, or a whole :attr:`Scenario.keywords` word. Matching
+    ignores case.
 
     Raises:
         ValueError: a pattern matches no scenario (the message lists the names).
@@ -451,7 +472,9 @@ def select(patterns: Iterable[str]) -> list[Scenario]:
     for pat in pats:
         glob = any(c in pat for c in "*?[")
         hits = [
-            s for s in scenarios if (fnmatch.fnmatchcase(s.name, pat) if glob else pat in s.name)
+            s
+            for s in scenarios
+            if (fnmatch.fnmatchcase(s.name, pat) if glob else pat in s.name or pat in s.keywords)
         ]
         if not hits:
             names = ", ".join(s.name for s in scenarios)

@@ -116,19 +116,34 @@ class Source:
         """One throughput round of units of ``size`` bytes, about ``round_bytes`` in all.
 
         Random data: ``round_bytes // size`` units (at least one, at most ``max_units``)
-        from varying offsets. A file: the whole file chunked at ``size`` (the last chunk
-        may be shorter), repeated so that a round holds about ``round_bytes`` (at least
-        one pass). Units are ``bytes`` (copied here, outside any timed section), the
-        type every sender takes as it is (a queue pickles it, a socket sends it).
+        from varying offsets (a unit larger than the pool repeats it from its offset). A
+        file: the whole file chunked at ``size`` (the last chunk may be shorter), repeated
+        so that a round holds about ``round_bytes`` (at least one pass). Units are
+        ``bytes`` (copied here, outside any timed section), the type every sender takes
+        as it is (a queue pickles it, a socket sends it).
         """
         if self.file is None:
             count = round_count(size, round_bytes, max_units)
+            if size > len(self.data) - _STRIDE:  # larger than the pool (16 MiB units)
+                return [_tiled(self.data, i * _STRIDE, size) for i in range(count)]
             span = len(self.data) - size
             offsets = ((i * _STRIDE) % span for i in range(count))
             return [self.data[o : o + size] for o in offsets]
         chunks = [self.data[o : o + size] for o in range(0, len(self.data), size)]
         passes = max(1, round_bytes // len(self.data))
         return chunks * passes
+
+
+def _tiled(pool: bytes, start: int, size: int) -> bytes:
+    """``size`` bytes of ``pool`` read from ``start`` round and round (a unit larger than
+    the pool; units from different starts differ)."""
+    out = bytearray(size)
+    at, pos = start % len(pool), 0
+    while pos < size:
+        n = min(len(pool) - at, size - pos)
+        out[pos : pos + n] = pool[at : at + n]
+        pos, at = pos + n, 0
+    return bytes(out)
 
 
 def round_count(size: int, round_bytes: int, max_units: int | None = None) -> int:

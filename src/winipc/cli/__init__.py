@@ -92,6 +92,8 @@ cli.add_command(sem_group)
 cli.add_command(importlib.import_module("winipc.cli._choose").choose_cmd)
 cli.add_command(importlib.import_module("winipc.cli._queue").queue_group)
 cli.add_command(importlib.import_module("winipc.cli._rpc").rpc_group)
+cli.add_command(importlib.import_module("winipc.cli._msg").msg_group)
+cli.add_command(importlib.import_module("winipc.cli._clip").clip_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """pywin32-shaped face of winipc: run pywin32 pipe scripts unchanged on Linux and macOS.
 
 The modules here have pywin32's names, functions, argument order, return values and
-error codes, over :mod:`winipc.pipes`::
+error codes, over :mod:`winipc.pipes` and the other winipc packages::
 
     from winipc.win32 import win32pipe, win32file, pywintypes, winerror
 
@@ -14,7 +14,9 @@ or, so that an existing script's own ``import win32pipe`` finds them::
 Covered: ``pywintypes`` (error, HANDLE, SECURITY_ATTRIBUTES, OVERLAPPED), ``win32pipe``,
 ``win32file`` (pipes), ``win32event`` (events, mutexes, semaphores, waitable timers, named
 or not, over :mod:`winipc.sync`, and the waits), ``win32api`` (CloseHandle,
-GetLastError, OpenProcess and a few helpers), ``winerror`` and ``win32con``. Overlapped I/O works as
+GetLastError, OpenProcess and a few helpers), ``win32gui`` (windows and messages, over
+:mod:`winipc.messages`), ``win32clipboard`` (over :mod:`winipc.clipboard`), ``winerror``
+and ``win32con``. Overlapped I/O works as
 on Windows (ERROR_IO_PENDING, GetOverlappedResult, events, CancelIo). docs/win32.md has
 the mapping and every difference from pywin32.
 """
@@ -28,9 +30,11 @@ from types import ModuleType
 from winipc.win32 import (
     pywintypes,
     win32api,
+    win32clipboard,
     win32con,
     win32event,
     win32file,
+    win32gui,
     win32pipe,
     winerror,
 )
@@ -44,6 +48,8 @@ MODULES: dict[str, ModuleType] = {
     "win32event": win32event,
     "win32file": win32file,
     "win32pipe": win32pipe,
+    "win32gui": win32gui,
+    "win32clipboard": win32clipboard,
 }
 
 
@@ -95,9 +101,11 @@ __all__ = [
     "pywintypes",
     "uninstall",
     "win32api",
+    "win32clipboard",
     "win32con",
     "win32event",
     "win32file",
+    "win32gui",
     "win32pipe",
     "winerror",
 ]

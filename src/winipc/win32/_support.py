@@ -69,6 +69,7 @@ EXTRA_MESSAGES: dict[int, str] = {
     31: "A device attached to the system is not functioning.",
     32: "The process cannot access the file because it is being used by another process.",
     120: "This function is not supported on this system.",
+    1159: "The message can be used only with synchronous operations.",
     1168: "Element not found.",
     1223: "The operation was canceled by the user.",
 }

@@ -11,6 +11,11 @@ from winipc.sync import ProcessHandle
 from winipc.win32._handles import PyHANDLE, register
 from winipc.win32._support import api, dword, error, get_last_error, message, set_last_error
 from winipc.win32.win32file import CloseHandle
+from winipc.win32.win32gui import (  # pywin32 has them here too
+    GetModuleHandle,
+    PostMessage,
+    SendMessage,
+)
 
 
 def GetLastError() -> int:
@@ -93,7 +98,10 @@ __all__ = [
     "GetCurrentProcessId",
     "GetCurrentThreadId",
     "GetLastError",
+    "GetModuleHandle",
     "OpenProcess",
+    "PostMessage",
+    "SendMessage",
     "SetLastError",
     "Sleep",
     "error",
