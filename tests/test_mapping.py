@@ -734,7 +734,9 @@ def test_bench_mapping_against_memcpy() -> None:
         assert doc["verified"] is True
         cells = {(r["scenario"], r["metric"]) for r in doc["results"]}
         assert {s for s, _ in cells} == {"winipc-mapping", "memcpy-limit"}
-        assert {m for _, m in cells} == {"tput-64k", "tput-1m"}
+        assert {m for s, m in cells if s == "winipc-mapping"} == {"tput-64k", "tput-1m"}
+        # the limit also measures tput-16m, kept for the scenarios that carry 16 MiB units
+        assert {m for s, m in cells if s == "memcpy-limit"} == {"tput-64k", "tput-1m", "tput-16m"}
         for r in doc["results"]:
             assert r["figures"]["rate"]["value"] > 0
             rate = r["figures"]["rate"]
