@@ -243,6 +243,24 @@ def test_clean_json_lists_what_it_removed(procs: list[subprocess.Popen[str]]) ->
     ]
 
 
+def test_ls_and_clean_leave_service_folders_alone(winipc_root: Path) -> None:
+    """The atom table, the clipboards and the queue store are not objects: `winipc ls`
+    does not show them and `winipc clean` never removes them."""
+    from winipc._core import atoms, roots
+
+    atom = atoms.add("KeepMe")
+    local = Path(roots.local_root())
+    for folder in (local / "clipboard", winipc_root / "clipboard", winipc_root / "msmq"):
+        folder.mkdir()
+        (folder / "state").write_bytes(b"x")
+    assert json.loads(invoke("ls", "--json").stdout) == []
+    assert json.loads(invoke("clean", "--json").stdout) == []
+    assert atoms.name_of(atom) == "KeepMe"
+    for folder in (local / "clipboard", winipc_root / "clipboard", winipc_root / "msmq"):
+        assert (folder / "state").read_bytes() == b"x"
+    (winipc_root / "msmq" / "state").unlink()  # the leftover check allows only queues' folder
+
+
 # --------------------------------------------------------------------------- pipes
 
 

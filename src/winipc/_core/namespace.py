@@ -40,6 +40,9 @@ from winipc._core.security import SecurityAttributes
 RECORD = "record"
 HOLDERS = "holders"
 RECORD_LIMIT = 64 * 1024
+#: folders of services that live beside the objects in a root and are not objects: the
+#: atom table, clipboards and the message-queue store (never listed, never cleaned)
+SERVICE_FOLDERS = frozenset({"atoms", "clipboard", "msmq"})
 _RETRIES = 64
 
 
@@ -491,7 +494,7 @@ def list_objects() -> list[ObjectInfo]:
             continue
         seen.add(root)
         for entry in sorted(B.list_dir(root)):
-            if entry.startswith(".") or entry.startswith("local-"):
+            if entry.startswith(".") or entry.startswith("local-") or entry in SERVICE_FOLDERS:
                 continue
             info = _inspect(root, entry, scope)
             if info is not None:
@@ -534,7 +537,7 @@ def clean() -> list[ObjectInfo]:
                 if st is not None and (st.uid == me or me == 0) and _older_than(path, 60.0):
                     B.remove_tree(path)
                 continue
-            if entry.startswith(".") or entry.startswith("local-"):
+            if entry.startswith(".") or entry.startswith("local-") or entry in SERVICE_FOLDERS:
                 continue
             info = _inspect(root, entry, scope)
             if info is None or info.alive or (info.owner != me and me != 0):
