@@ -11,11 +11,11 @@ import os
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
+from win32util import code_of, finish, kill
 from winipc import clipboard
 from winipc import errors as W
 from winipc.win32 import pywintypes, win32clipboard, win32con, win32gui
@@ -62,34 +62,10 @@ def send_line(proc: subprocess.Popen[str], line: str) -> None:
     proc.stdin.flush()
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{err}"
-    return out
 
 
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
-def code_of(call: Callable[[], Any]) -> int:
-    with pytest.raises(pywintypes.error) as info:
-        call()
-    assert isinstance(info.value.winerror, int)
-    return info.value.winerror
 
 
 def formats_by_enum() -> list[int]:

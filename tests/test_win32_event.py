@@ -12,11 +12,12 @@ import subprocess
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from win32util import code_of, finish, kill, until
 from winipc.win32 import (
     _handles,
     pywintypes,
@@ -58,39 +59,10 @@ def reap_children() -> Iterator[None]:
         kill(_children.pop())
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
-    """Close stdin, wait for ``proc``; fail with its stderr unless it exited 0."""
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{err}"
-    return out
 
 
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
-def code_of(call: Callable[[], Any]) -> int:
-    """The winerror of the pywintypes.error ``call`` raises."""
-    with pytest.raises(pywintypes.error) as info:
-        call()
-    assert isinstance(info.value.winerror, int)
-    return info.value.winerror
 
 
 def waiters(h: pywintypes.PyHANDLE) -> int:
@@ -99,11 +71,6 @@ def waiters(h: pywintypes.PyHANDLE) -> int:
         return int(st.h.nwait)
 
 
-def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
 
 
 @pytest.fixture(autouse=True)

@@ -13,12 +13,13 @@ import textwrap
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import winipc.messages
+from win32util import code_of, finish, kill, until
 from winipc import errors as W
 from winipc.win32 import pywintypes, win32api, win32con, win32gui, winerror
 
@@ -42,28 +43,8 @@ def script(code: str, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    """Close stdin, wait for ``proc``; fail with its stderr unless it exited 0."""
-    assert proc.stdin is not None
-    proc.stdin.close()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{err}"
-    return out
 
 
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 @pytest.fixture(autouse=True)
@@ -74,20 +55,8 @@ def reap_children() -> Iterator[None]:
         kill(_children.pop())
 
 
-def code_of(call: Callable[[], Any]) -> int:
-    """The winerror of the pywintypes.error ``call`` raises."""
-    with pytest.raises(pywintypes.error) as info:
-        call()
-    assert info.value.args[0] == info.value.winerror
-    assert isinstance(info.value.winerror, int)
-    return info.value.winerror
 
 
-def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 _class_seq = iter(range(1_000_000))
