@@ -437,3 +437,21 @@ def test_open_with_window_and_open_window() -> None:
         m.unregister_class("WinipcClipLocal")
     assert cb.get_owner() is None  # the owner window is gone
     assert cb.get_text() == "mine"
+
+
+def test_default_clipboard_follows_a_moved_root(
+    winipc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's default handle is remade in the user's root of the moment."""
+    monkeypatch.setenv("WINIPC_CLIPBOARD_BRIDGE", "0")
+    monkeypatch.setattr(cb, "_default", None)
+    cb.set_text("first root")
+    other = tmp_path / "other-root"
+    other.mkdir(mode=0o700)
+    monkeypatch.setenv("WINIPC_ROOT", str(other))
+    with cb.opened():
+        assert cb.get_text() is None
+    monkeypatch.setenv("WINIPC_ROOT", str(winipc_root))
+    with cb.opened():
+        assert cb.get_text() == "first root"
+    cb.default().release()

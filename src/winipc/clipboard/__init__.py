@@ -93,12 +93,24 @@ _default: Clipboard | None = None
 
 
 def default() -> Clipboard:
-    """The calling user's clipboard, one handle per process (made on first use)."""
+    """The calling user's clipboard, one handle per process (made on first use, and again
+    when ``WINIPC_ROOT`` moved the user's root since; a handle with the clipboard open
+    stays until it is closed)."""
     global _default
     with _default_lock:
+        stale = _default is not None and _default._store.folder != _store_folder()
+        if stale and _default is not None and not _default.closed and not _default._store.is_open_here:
+            _default.release()  # WINIPC_ROOT moved the user's root: the next handle is there
         if _default is None or _default.closed:
             _default = Clipboard()
         return _default
+
+
+def _store_folder() -> str:
+    from winipc._core import roots
+    from winipc.clipboard._store import FOLDER
+
+    return os.path.join(roots.local_root(), FOLDER)
 
 
 def _reset_after_fork() -> None:
