@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: bench test lint clean
 
-$(VENV)/.installed-%: pyproject.toml setup.py src/winipc/_native/_ring.c
+$(VENV)/.installed-%: pyproject.toml setup.py src/winipc/_native/_ring.c src/winipc/_native/_xstore.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$*]'

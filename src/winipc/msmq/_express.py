@@ -1,0 +1,211 @@
+"""A local queue's express messages, kept in memory (MSMQ's MQMSG_DELIVERY_EXPRESS).
+
+MSMQ keeps express messages in the queue manager's memory: no disk write, lost when the
+machine or the service restarts. winipc has no service, so each local queue that can take
+them has one file in /dev/shm (tmpfs: memory, gone at reboot) that every process using
+the queue maps: :class:`winipc._native._xstore.XStore`, a block store with one FIFO list
+per priority under a robust process-shared mutex (docs/wire/msmq-express.md).
+
+The queue's folder holds the file's name (``express``, written once, atomically), so a
+queue deleted and created again never meets the old queue's messages. The /dev/shm file
+is 0600 and must belong to the queue's owner; it is opened without following links.
+
+Used where the native extension is built and /dev/shm exists, for non-transactional
+queues that only their owner uses (no ``security=`` grants): MSMQ does not send express
+messages to transactional queues, and a shared queue's other users could not map an 0600
+file. Elsewhere express messages go to the queue's SQLite database, which is slower and
+more durable than asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import stat
+import struct
+import zlib
+from typing import Any
+
+import msgpack
+
+from winipc import errors as W
+from winipc._backends import posix as B
+from winipc.msmq import _message as M
+
+try:
+    if os.environ.get("WINIPC_NO_NATIVE", "") not in ("", "0"):
+        raise ImportError("native accelerators disabled by WINIPC_NO_NATIVE")
+    from winipc._native import _xstore as X
+except ImportError:  # not built here (macOS, no compiler) or switched off
+    X = None  # type: ignore[assignment]
+
+#: Bytes of the /dev/shm file of one queue (sparse: memory is used as messages arrive).
+CAPACITY = 256 * 1024 * 1024
+#: The file in a queue's folder naming its express store.
+TOKEN_FILE = "express"
+_PREFIX = "winipc-msmq."
+_LEN = struct.Struct("<I")
+_MAX_TOKEN = 256
+
+
+def available() -> bool:
+    """True where express stores can be used (the extension is built, /dev/shm exists)."""
+    return X is not None and B.shm_dir() is not None
+
+
+def message_key(text: str) -> bytes:
+    """The key the store matches for a message id (key 1) or correlation id (key 2)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) + 1 > X.MAX_KEY:
+        return b"\xffH" + hashlib.blake2b(raw, digest_size=32).digest()
+    return b"\x01" + raw  # b"" stands for "no correlation id"
+
+
+def _read_token(folder: str) -> str | None:
+    try:
+        fd = os.open(os.path.join(folder, TOKEN_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise W.MessageStorageFailed(f"{folder}: express store name: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise W.CorruptQueueError(f"{folder}: {TOKEN_FILE} is not a regular file")
+        name = os.read(fd, _MAX_TOKEN).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    if not name.startswith(_PREFIX) or "/" in name or not name[len(_PREFIX):].replace(".", "").isalnum():
+        raise W.CorruptQueueError(f"{folder}: {TOKEN_FILE} does not name an express store")
+    return name
+
+
+def _write_token(folder: str) -> str:
+    """Name the queue's store once: the first writer's name wins (link is atomic)."""
+    name = f"{_PREFIX}{B.uid()}.{secrets.token_hex(12)}"
+    tmp = os.path.join(folder, f".{TOKEN_FILE}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, name.encode("ascii") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, os.path.join(folder, TOKEN_FILE))
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    got = _read_token(folder)
+    assert got is not None
+    return got
+
+
+def _open_shm(name: str, owner: int) -> Any:
+    shm = B.shm_dir()
+    if shm is None:
+        raise W.NotSupported("express store: no /dev/shm")
+    path = os.path.join(shm, name)
+    for _attempt in range(3):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise W.MessageStorageFailed(f"express store {path}: {exc.strerror}") from None
+        else:
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != owner or stat.S_IMODE(st.st_mode) & 0o077:
+                    raise W.QueueAccessDenied(
+                        f"express store {path} is not the queue owner's private file; refused")
+                try:
+                    return X.XStore(fd)
+                except ValueError as exc:
+                    raise W.CorruptQueueError(f"express store {path}: {exc}") from None
+            finally:
+                os.close(fd)
+        # missing (first use, or the machine restarted): make it under a temporary name,
+        # then link it into place; a racing maker's file wins
+        tmp = os.path.join(shm, f".{name}.{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.ftruncate(fd, CAPACITY)
+            X.XStore(fd, True).close()
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    raise W.MessageStorageFailed(f"express store {path}: could not be opened")
+
+
+def open_store(folder: str, owner: int) -> Any:
+    """The queue's :class:`XStore` (made on first use), or raises MsmqError."""
+    name = _read_token(folder) or _write_token(folder)
+    return _open_shm(name, owner)
+
+
+def remove_store(folder: str) -> None:
+    """Unlink the /dev/shm file of the queue in ``folder`` (its deletion)."""
+    shm = B.shm_dir()
+    if shm is None:
+        return
+    try:
+        name = _read_token(folder)
+    except W.WinIPCError:
+        return
+    if name is not None:
+        with contextlib.suppress(OSError):
+            B.unlink_owned(os.path.join(shm, name), os.lstat(folder).st_uid)
+
+
+def translate(exc: BaseException, where: str) -> W.WinIPCError:
+    """The MSMQ error for an exception of the native store."""
+    if X is not None and isinstance(exc, X.Full):
+        return W.InsufficientResources(f"{where}: the express store is full ({exc})")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOTRECOVERABLE:
+        return W.CorruptQueueError(f"{where}: the express store's lock is not recoverable")
+    return W.CorruptQueueError(f"{where}: express store: {exc}")
+
+
+# ------------------------------------------------------------------------- records
+# data = u32 length of the property record | property record (msgpack) | body
+
+
+def encode(m: M.Message, body: bytes) -> tuple[bytes, bytes, bytes, int]:
+    """(key 1, key 2, data, crc) of a message ready to store."""
+    props = msgpack.packb(M.to_record(m), use_bin_type=True)
+    data = b"".join((_LEN.pack(len(props)), props, body))
+    k2 = b"" if m.correlation_id is None else message_key(m.correlation_id)
+    return message_key(m.id), k2, data, zlib.crc32(data)
+
+
+def decode(found: tuple[Any, ...], where: str) -> M.Message:
+    """The Message of a ``find`` result; raises CorruptQueueError on any mismatch."""
+    stamp, pri, _expires, crc, _k1, _k2, data = found
+    if zlib.crc32(data) != crc or len(data) < _LEN.size:
+        raise W.CorruptQueueError(f"{where}: express message {stamp} fails its checksum")
+    (n,) = _LEN.unpack_from(data)
+    if _LEN.size + n > len(data):
+        raise W.CorruptQueueError(f"{where}: express message {stamp}: bad record length")
+    try:
+        rec = msgpack.unpackb(data[_LEN.size:_LEN.size + n], raw=False)
+    except Exception as exc:
+        raise W.CorruptQueueError(f"{where}: express message {stamp} properties: {exc}") from None
+    body_type = rec.get("body_type", M.BODY_BYTES) if isinstance(rec, dict) else M.BODY_BYTES
+    m = M.from_record(rec, M.decode_body(data[_LEN.size + n:], body_type))
+    if m.priority != pri:
+        raise W.CorruptQueueError(f"{where}: express message {stamp}: record and store disagree")
+    m.lookup_id = stamp
+    return m
+
+
+def split(found: tuple[Any, ...]) -> tuple[bytes, bytes]:
+    """(property record, body) of a ``find`` result (to copy it into another store)."""
+    data = found[6]
+    (n,) = _LEN.unpack_from(data)
+    return data[_LEN.size:_LEN.size + n], data[_LEN.size + n:]

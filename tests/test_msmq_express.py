@@ -1,0 +1,185 @@
+"""The express store (winipc._native._xstore, winipc.msmq._express): structure, crashes, queues."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from winipc.msmq import _express as E
+
+pytestmark = pytest.mark.skipif(not E.available(), reason="the express store needs the native extension and /dev/shm")
+
+if E.available():
+    from winipc._native import _xstore as X
+
+
+@pytest.fixture
+def store_file() -> Iterator[tuple[str, int]]:
+    path = f"/dev/shm/winipc-test-xstore.{os.getpid()}.{random.getrandbits(32):08x}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, X.DATA_OFF + X.BLOCK * 4000)
+    X.XStore(fd, True).close()
+    try:
+        yield path, fd
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def _put(s: object, pri: int, key: bytes, data: bytes) -> int:
+    stamp, _waiters = s.put(pri, key, b"", 0.0, 0, data)  # type: ignore[attr-defined]
+    return int(stamp)
+
+
+def test_order_keys_and_cursor_positions(store_file: tuple[str, int]) -> None:
+    s = X.XStore(store_file[1])
+    a = _put(s, 3, b"a", b"1" * 10)
+    b = _put(s, 5, b"b", b"2" * 3000)  # a chain of several blocks
+    c = _put(s, 3, b"c", b"3")
+    s.put(0, b"d", b"corr", 0.0, 0, b"4")
+    assert s.find(X.FIRST, b"", 0, 0, X.LOCATE) == (b, 5)
+    assert s.find(X.AFTER, b"", 5, b, X.LOCATE) == (a, 3)
+    assert s.find(X.AFTER, b"", 3, a, X.LOCATE) == (c, 3)
+    assert s.find(X.EXACT, b"", 3, c, X.PEEK)[6] == b"3"
+    assert s.find(X.KEY2, b"corr", 0, 0, X.PEEK)[4] == b"d"
+    assert s.find(X.KEY1, b"b", 0, 0, X.TAKE)[6] == b"2" * 3000
+    assert s.find(X.KEY1, b"b", 0, 0, X.TAKE) is None
+    assert [s.find(X.FIRST, b"", 0, 0, X.TAKE)[4] for _ in range(3)] == [b"a", b"c", b"d"]
+    assert s.find(X.FIRST, b"", 0, 0, X.TAKE) is None
+    assert s.check() == []
+    assert s.stat()["count"] == 0
+
+
+def test_full_store_refuses_whole_messages(store_file: tuple[str, int]) -> None:
+    s = X.XStore(store_file[1])
+    n = 0
+    with pytest.raises(X.Full, match="express store full"):
+        while True:
+            _put(s, 1, b"k", b"x" * 1100)
+            n += 1
+    assert s.stat()["count"] == n
+    assert s.check() == []
+    assert s.purge() == n
+    assert s.stat()["count"] == 0 and s.check() == []
+
+
+def test_a_damaged_header_is_refused(store_file: tuple[str, int]) -> None:
+    _path, fd = store_file
+    os.pwrite(fd, b"XXXXXXXX", 0)
+    with pytest.raises(ValueError, match="header does not match"):
+        X.XStore(fd)
+
+
+@pytest.mark.parametrize("point", [1, 2, 3, 4, 5])
+def test_a_process_dying_inside_put_or_take_leaves_a_whole_store(store_file: tuple[str, int], point: int) -> None:
+    path, fd = store_file
+    s = X.XStore(fd)
+    for i in range(6):
+        _put(s, i % 8, b"k%d" % i, b"x" * (100 + 700 * i))
+    code = textwrap.dedent(f"""
+        import os
+        from winipc._native import _xstore as X
+        s = X.XStore(os.open({path!r}, os.O_RDWR))
+        X._set_crash_point({point})
+        if {point} <= 3:
+            s.put(7, b"new", b"", 0.0, 0, b"y" * 2000)
+        else:
+            s.find(X.FIRST, b"", 0, 0, X.TAKE)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == 77
+    assert s.check() == []  # the next locker rebuilt it
+    st = s.stat()
+    assert st["rebuilds"] == 1
+    # puts commit at point 3 (the head's state), takes at point 5 (after the state is cleared)
+    expected = {1: 6, 2: 6, 3: 7, 4: 6, 5: 5}[point]
+    assert st["count"] == expected
+    got = []
+    while (r := s.find(X.FIRST, b"", 0, 0, X.TAKE)) is not None:
+        got.append(r[4])
+    assert len(got) == expected and len(set(got)) == expected
+    assert s.check() == [] and s.stat()["free_bytes"] == s.stat()["capacity"]
+
+
+def test_sigkill_at_random_points_loses_and_doubles_nothing(store_file: tuple[str, int]) -> None:
+    """Producers and consumers killed at random: every message is taken at most once,
+    every put acknowledged before the kill is taken or still held, the structure stays whole."""
+    path, fd = store_file
+    code = textwrap.dedent(f"""
+        import os, sys
+        from winipc._native import _xstore as X
+        s = X.XStore(os.open({path!r}, os.O_RDWR))
+        role, tag = sys.argv[1], sys.argv[2]
+        out = os.fdopen(1, "w", buffering=1)
+        i = 0
+        while True:
+            if role == "put":
+                key = ("%s.%d" % (tag, i)).encode()
+                try:
+                    s.put(i % 8, key, b"", 0.0, 0, key * (1 + i % 40))
+                except X.Full:
+                    continue
+                out.write("P " + key.decode() + "\\n")
+            else:
+                # peek, say which one is about to be taken, take exactly that one: a kill
+                # between the take and its report is told apart from a lost message
+                r = s.find(X.FIRST, b"", 0, 0, X.PEEK)
+                if r is not None:
+                    out.write("I " + r[4].decode() + "\\n")
+                    r = s.find(X.EXACT, b"", r[1], r[0], X.TAKE)
+                    if r is not None:
+                        assert r[6] == r[4] * (len(r[6]) // len(r[4])), "data does not match key"
+                        out.write("T " + r[4].decode() + "\\n")
+            i += 1
+    """)
+    rng = random.Random(7)
+    put_acked: set[str] = set()
+    taken: list[str] = []
+    in_flight: set[str] = set()  # a killed consumer's last take, unreported
+    tmp = Path(path + ".logs")
+    tmp.mkdir()
+    try:
+        for cycle in range(30):
+            procs: list[tuple[Path, subprocess.Popen[bytes]]] = []
+            for n, role in enumerate(("put", "put", "take")):
+                log = tmp / f"{cycle}.{n}"
+                with open(log, "wb") as out:
+                    procs.append((log, subprocess.Popen([sys.executable, "-c", code, role, f"{cycle}.{n}"], stdout=out)))
+            time.sleep(0.15 + rng.random() * 0.2)
+            for _log, p in procs:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+            for log, _p in procs:
+                last_intent = None
+                for line in log.read_text().split("\n")[:-1]:  # complete lines only
+                    kind, _, key = line.partition(" ")
+                    if kind == "P":
+                        put_acked.add(key)
+                    elif kind == "I":
+                        last_intent = key
+                    else:
+                        taken.append(key)
+                        last_intent = None
+                if last_intent is not None:
+                    in_flight.add(last_intent)
+        s = X.XStore(fd)
+        assert s.check() == []
+        while (r := s.find(X.FIRST, b"", 0, 0, X.TAKE)) is not None:
+            taken.append(r[4].decode())
+    finally:
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+    assert len(taken) == len(set(taken)), "a message was taken twice"
+    missing = put_acked - set(taken) - in_flight
+    assert not missing, f"{len(missing)} acknowledged puts lost"
+    assert len(put_acked) > 1000 and len(taken) > 1000  # the cycles did work
