@@ -183,3 +183,178 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(store_file: tuple[st
     missing = put_acked - set(taken) - in_flight
     assert not missing, f"{len(missing)} acknowledged puts lost"
     assert len(put_acked) > 1000 and len(taken) > 1000  # the cycles did work
+
+
+# ------------------------------------------------------------------ queues with an express store
+
+from winipc import errors as W  # noqa: E402
+from winipc import msmq  # noqa: E402
+from winipc.msmq import _local  # noqa: E402
+
+SEND = """
+import sys
+from winipc import msmq
+X, R = msmq.Delivery.EXPRESS, msmq.Delivery.RECOVERABLE
+with msmq.open(sys.argv[1], "send") as q:
+    for spec in sys.argv[2:]:
+        kind, pri, body = spec.split(":")
+        q.send(body.encode(), priority=int(pri), delivery=X if kind == "x" else R, correlation_id="c-" + body)
+print("sent", flush=True)
+"""
+
+
+def _send_from_child(path: str, *specs: str) -> None:
+    out = subprocess.run([sys.executable, "-c", SEND, path, *specs], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "sent", out.stderr
+
+
+def _shm_file(path: str) -> Path:
+    name = (Path(_local._queue_dir(msmq.parse(path))) / E.TOKEN_FILE).read_text().strip()
+    return Path("/dev/shm") / name
+
+
+@pytest.fixture
+def queue() -> Iterator[str]:
+    path = r".\private$\express-tests"
+    msmq.create_queue(path, journal=True)
+    try:
+        yield path
+    finally:
+        shm = _shm_file(path)
+        msmq.delete_queue(path)
+        assert not shm.exists(), "MQDeleteQueue left the express store behind"
+
+
+def test_express_and_recoverable_messages_come_out_in_one_order(queue: str) -> None:
+    _send_from_child(queue, "r:3:a", "x:3:b", "x:5:c", "r:5:d", "r:0:e", "x:7:f")
+    with msmq.open(queue, "receive") as q:
+        st = q.stat()
+        assert st.messages == 6 and "in memory" in st.durability
+        with q.cursor() as cur:
+            seen = [bytes(cur.peek_current().body)]
+            for _ in range(5):
+                seen.append(bytes(cur.peek_next().body))
+        assert seen == [b"f", b"c", b"d", b"a", b"b", b"e"]
+        assert bytes(q.peek_by_correlation_id("c-b").body) == b"b"
+        got = [q.receive(timeout=0) for _ in range(6)]
+        assert [bytes(m.body) for m in got] == [b"f", b"c", b"d", b"a", b"b", b"e"]
+        assert [m.delivery for m in got][:3] == [msmq.Delivery.EXPRESS, msmq.Delivery.EXPRESS, msmq.Delivery.RECOVERABLE]
+        with pytest.raises(W.IoTimeout):
+            q.receive(timeout=0)
+        assert q.stat().journal_messages == 6  # express receives are journaled too
+    with msmq.open(queue + ";journal", "receive") as j:
+        assert sorted(bytes(j.receive(timeout=0).body) for _ in range(6)) == [b"a", b"b", b"c", b"d", b"e", b"f"]
+
+
+def test_by_id_cursor_receive_purge_and_integrity(queue: str) -> None:
+    with msmq.open(queue, "send") as s:
+        ids = [s.send(b"m%d" % i, delivery=msmq.Delivery.EXPRESS if i % 2 else msmq.Delivery.RECOVERABLE).id
+               for i in range(6)]
+    with msmq.open(queue, "receive") as q:
+        assert bytes(q.peek_by_id(ids[3]).body) == b"m3"
+        assert bytes(q.receive_by_id(ids[3]).body) == b"m3"
+        with pytest.raises(W.MessageNotFound):
+            q.receive_by_id(ids[3])
+        with q.cursor() as cur:
+            assert bytes(cur.peek_current().body) == b"m0"
+            assert bytes(cur.peek_next().body) == b"m1"
+            assert bytes(cur.receive_current().body) == b"m1"  # express, taken under the cursor
+            assert bytes(cur.peek_current().body) == b"m2"
+        assert msmq.integrity_check(queue) == []
+        assert q.purge() == 4
+        assert q.stat().messages == 0
+
+
+def test_a_flipped_byte_in_the_express_store_is_reported_not_returned(queue: str) -> None:
+    with msmq.open(queue, "send") as s:
+        s.send(b"secret-payload" * 10, delivery=msmq.Delivery.EXPRESS)
+    shm = _shm_file(queue)
+    data = bytearray(shm.read_bytes()[: X.DATA_OFF + X.BLOCK * 4])
+    at = data.index(b"secret-payload")
+    with open(shm, "r+b") as f:
+        f.seek(at)
+        f.write(b"S")
+    problems = msmq.integrity_check(queue)
+    assert any("checksum" in p for p in problems), problems
+    with msmq.open(queue, "receive") as q, pytest.raises(W.CorruptQueueError):
+        q.receive(timeout=0)
+
+
+def test_expired_express_messages_go_to_the_dead_letter_queue_when_asked(queue: str) -> None:
+    with msmq.open(queue, "send") as s:
+        s.send(b"dead", delivery=msmq.Delivery.EXPRESS, time_to_be_received=0.05, use_dead_letter=True)
+        s.send(b"gone", delivery=msmq.Delivery.EXPRESS, time_to_be_received=0.05)
+        s.send(b"live", delivery=msmq.Delivery.EXPRESS)
+    time.sleep(0.1)
+    try:
+        with msmq.open(queue, "receive") as q:
+            assert bytes(q.receive(timeout=0).body) == b"live"
+            with pytest.raises(W.IoTimeout):
+                q.receive(timeout=0)
+        with msmq.open(r".\system$;deadletter", "receive") as d:
+            assert bytes(d.receive(timeout=0).body) == b"dead"
+            with pytest.raises(W.IoTimeout):
+                d.receive(timeout=0)
+    finally:
+        msmq.delete_queue(r".\system$;deadletter")
+
+
+def test_a_full_store_refuses_the_send_and_keeps_what_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(E, "CAPACITY", X.DATA_OFF + X.BLOCK * 64)
+    path = r".\private$\express-small"
+    msmq.create_queue(path)
+    try:
+        with msmq.open(path, "send|receive") as q:
+            sent = 0
+            with pytest.raises(W.InsufficientResources, match="express store is full"):
+                while True:
+                    q.send(b"z" * 1000, delivery=msmq.Delivery.EXPRESS)
+                    sent += 1
+            assert sent > 0 and q.stat().messages == sent
+            q.send(b"still", delivery=msmq.Delivery.RECOVERABLE)  # recoverable ones still go to disk
+            assert [len(bytes(q.receive(timeout=0).body)) for _ in range(sent + 1)] == [1000] * sent + [5]
+    finally:
+        msmq.delete_queue(path)
+
+
+RECEIVER = """
+import sys
+from winipc import msmq
+with msmq.open(sys.argv[1], "receive") as q:
+    print("ready", flush=True)
+    m = q.receive(timeout=30)
+    print("got", bytes(m.body).decode(), m.delivery.name, flush=True)
+"""
+
+
+def test_a_blocked_receiver_in_another_process_wakes_for_an_express_send(queue: str) -> None:
+    with subprocess.Popen([sys.executable, "-c", RECEIVER, queue], stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            time.sleep(0.3)  # it is asleep on the doorbell by now
+            with msmq.open(queue, "send") as s:
+                s.send(b"wake", delivery=msmq.Delivery.EXPRESS)
+            assert p.stdout.readline().strip() == "got wake EXPRESS"
+            assert p.wait(30) == 0
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_transactional_queues_keep_no_express_store() -> None:
+    path = r".\private$\express-tx"
+    msmq.create_queue(path, transactional=True)
+    try:
+        with msmq.open(path, "send|receive") as q:
+            q.send(b"t", delivery=msmq.Delivery.EXPRESS, transaction=msmq.SINGLE_MESSAGE)
+            m = q.receive(timeout=0)
+            assert m.delivery == msmq.Delivery.RECOVERABLE  # MSMQ: transactional messages are recoverable
+        assert not (Path(_local._queue_dir(msmq.parse(path))) / E.TOKEN_FILE).exists()
+    finally:
+        msmq.delete_queue(path)
+
+
+def test_constants_match_the_extension() -> None:
+    assert (E.FIRST, E.KEY1, E.KEY2, E.AFTER, E.EXACT) == (X.FIRST, X.KEY1, X.KEY2, X.AFTER, X.EXACT)
+    assert (E.LOCATE, E.PEEK, E.TAKE) == (X.LOCATE, X.PEEK, X.TAKE)

@@ -256,3 +256,87 @@ def test_closing_a_handle_wakes_its_blocked_receiver() -> None:
         assert got and isinstance(got[0], (W.OperationCancelled, W.MsmqError)), got
     finally:
         msmq.delete_queue(Q)
+
+
+def test_properties_come_back_as_the_types_they_were_checked_into() -> None:
+    """validate() and the stored record's fast paths: ints given for enum properties come back
+    as the enum members, the stored record holds plain ints, a forever TTL is None."""
+    import msgpack
+
+    admin = Q + "-admin"
+    msmq.create_queue(Q)
+    msmq.create_queue(admin)
+    try:
+        with msmq.open(Q, "send|receive") as q:
+            sent = q.send(b"typed", delivery=1, acknowledge=0x08, admin_queue=admin, use_dead_letter=1,
+                          time_to_reach_queue=2**40, time_to_be_received=7, priority=5, app_specific=9)
+            assert sent.delivery is msmq.Delivery.RECOVERABLE
+            assert sent.acknowledge is msmq.Ack.NEGATIVE_RECEIVE
+            assert sent.use_dead_letter is True and sent.time_to_reach_queue is None
+            assert isinstance(sent.time_to_be_received, float)
+            with q._store.read() as conn:  # type: ignore[attr-defined]
+                (props,) = conn.execute("SELECT props FROM msg WHERE msgid = ?", (sent.id,)).fetchone()
+            rec = msgpack.unpackb(props, raw=False)
+            assert set(rec) == set(_local.M.STORED_FIELDS)
+            for name in ("delivery", "acknowledge", "message_class"):
+                assert type(rec[name]) is int, (name, rec[name])
+            got = q.receive(timeout=0)
+            assert got.delivery is msmq.Delivery.RECOVERABLE
+            assert got.acknowledge is msmq.Ack.NEGATIVE_RECEIVE
+            assert got.message_class is msmq.MessageClass.NORMAL
+            assert got.use_dead_letter is True and got.time_to_reach_queue is None
+            assert got.properties() == sent.properties()
+            # a Message as the body, with properties over it; unknown ones are refused
+            again = q.send(got, label="copy", delivery=msmq.Delivery.RECOVERABLE)
+            assert again.label == "copy" and again.body == b"typed" and again.id != got.id
+            with pytest.raises(W.IllegalPropertyValue, match="colour"):
+                q.send(got, colour="red")
+            assert q.receive(timeout=0).label == "copy"
+    finally:
+        msmq.delete_queue(Q)
+        msmq.delete_queue(admin)
+
+
+def test_an_empty_incoming_folder_is_listed_again_once_it_changes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """_ingest remembers an empty incoming/ (no listdir per receive) but sees a new drop file."""
+    inc = tmp_path / "incoming"
+    inc.mkdir()
+
+    class Reached(Exception):
+        pass
+
+    class FakeStore:
+        incoming = str(inc)
+        incoming_idle = None
+
+        def write(self) -> None:
+            raise Reached  # past the listing: it would ingest
+
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        listed.append(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(_local, "INCOMING_SETTLE", 0.0)  # else only a folder 2 s old is remembered
+    monkeypatch.setattr(_local.os, "listdir", listdir)
+    store = FakeStore()
+    time.sleep(0.05)  # past the folder's creation, at any timestamp granularity
+    assert _local._ingest(store) == 0  # type: ignore[arg-type]
+    assert len(listed) == 1 and store.incoming_idle is not None
+    for _ in range(5):
+        assert _local._ingest(store) == 0  # type: ignore[arg-type]
+    assert len(listed) == 1, "an unchanged empty folder was listed again"
+    time.sleep(0.05)
+    (inc / "drop.msg").write_bytes(b"x")
+    with pytest.raises(Reached):
+        _local._ingest(store)  # type: ignore[arg-type]
+    assert len(listed) == 2
+    monkeypatch.setattr(_local, "INCOMING_RECHECK", 0.0)  # and the memory runs out
+    (inc / "drop.msg").unlink()
+    time.sleep(0.05)
+    assert _local._ingest(store) == 0  # type: ignore[arg-type]
+    assert _local._ingest(store) == 0  # type: ignore[arg-type]
+    assert len(listed) == 4

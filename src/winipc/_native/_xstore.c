@@ -109,6 +109,7 @@ typedef struct {
     size_t size;
     Header *h;
     uint32_t nblocks;
+    uint32_t my_waiters; /* this object's wait_begin calls not yet ended */
 } XStore;
 
 static PyObject *FullError;
@@ -326,14 +327,11 @@ static int rebuild(XStore *s)
     return 0;
 }
 
+/* The GIL stays held while waiting: critical sections are short and never block, and
+ * another thread of this process must not unmap the store (close) under a waiting call. */
 static int lock(XStore *s)
 {
-    int rc = pthread_mutex_trylock(&s->h->lock);
-    if (rc == EBUSY) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = pthread_mutex_lock(&s->h->lock);
-        Py_END_ALLOW_THREADS
-    }
+    int rc = pthread_mutex_lock(&s->h->lock);
     if (rc == EOWNERDEAD) {
         if (rebuild(s) < 0) {
             pthread_mutex_unlock(&s->h->lock); /* not consistent: the next locker rebuilds */
@@ -431,16 +429,28 @@ static int XStore_init(XStore *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static void drop_my_waiters(XStore *self)
+{
+    for (; self->my_waiters > 0; self->my_waiters--) {
+        uint32_t w = atomic_load(&self->h->waiters);
+        while (w > 0 && !atomic_compare_exchange_weak(&self->h->waiters, &w, w - 1)) {
+        }
+    }
+}
+
 static void XStore_dealloc(XStore *self)
 {
-    if (self->base)
+    if (self->base) {
+        drop_my_waiters(self);
         munmap(self->base, self->size);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *XStore_close(XStore *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->base) {
+        drop_my_waiters(self);
         munmap(self->base, self->size);
         self->base = NULL;
         self->h = NULL;
@@ -812,17 +822,19 @@ static PyObject *XStore_wait_begin(XStore *self, PyObject *Py_UNUSED(ignored))
     if (check_open(self) < 0)
         return NULL;
     atomic_fetch_add(&self->h->waiters, 1);
+    self->my_waiters++;
     atomic_thread_fence(memory_order_seq_cst);
     Py_RETURN_NONE;
 }
 
 static PyObject *XStore_wait_end(XStore *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0)
-        return NULL;
+    if (self->base == NULL || self->my_waiters == 0)
+        Py_RETURN_NONE; /* closed meanwhile: close() already took this object's count back */
     uint32_t w = atomic_load(&self->h->waiters);
     while (w > 0 && !atomic_compare_exchange_weak(&self->h->waiters, &w, w - 1)) {
     }
+    self->my_waiters--;
     Py_RETURN_NONE;
 }
 
@@ -871,7 +883,8 @@ static PyMethodDef XStore_methods[] = {
     {"purge", (PyCFunction)XStore_purge, METH_NOARGS, "purge() -> number of messages removed."},
     {"check", (PyCFunction)XStore_check, METH_NOARGS, "check() -> list of problems found in the structure."},
     {"wait_begin", (PyCFunction)XStore_wait_begin, METH_NOARGS, "count this receiver as waiting."},
-    {"wait_end", (PyCFunction)XStore_wait_end, METH_NOARGS, "stop counting this receiver as waiting."},
+    {"wait_end", (PyCFunction)XStore_wait_end, METH_NOARGS,
+     "stop counting this receiver as waiting (nothing once closed: close ends them all)."},
     {"bump_gen", (PyCFunction)XStore_bump_gen, METH_NOARGS, "bump_gen() -> (gen, waiters)."},
     {"close", (PyCFunction)XStore_close, METH_NOARGS, "unmap the store."},
     {NULL, NULL, 0, NULL},

@@ -42,6 +42,11 @@ try:
 except ImportError:  # not built here (macOS, no compiler) or switched off
     X = None  # type: ignore[assignment]
 
+#: find() modes and operations (the extension's FIRST.. and LOCATE.. values)
+FIRST, KEY1, KEY2, AFTER, EXACT = range(5)
+LOCATE, PEEK, TAKE = range(3)
+#: Priorities 0..PRIORITIES-1
+PRIORITIES = 8
 #: Bytes of the /dev/shm file of one queue (sparse: memory is used as messages arrive).
 CAPACITY = 256 * 1024 * 1024
 #: The file in a queue's folder naming its express store.
@@ -49,6 +54,15 @@ TOKEN_FILE = "express"
 _PREFIX = "winipc-msmq."
 _LEN = struct.Struct("<I")
 _MAX_TOKEN = 256
+
+
+#: Express lookup ids are arrival stamps (ns since the epoch), far above SQLite's row ids.
+STAMP_FLOOR = 10**18
+
+
+def is_express_lookup_id(lookup_id: int) -> bool:
+    """True for the lookup id of a message in an express store."""
+    return lookup_id >= STAMP_FLOOR
 
 
 def available() -> bool:

@@ -59,7 +59,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -67,6 +67,7 @@ from winipc import errors as W
 from winipc._backends import os_backend as B
 from winipc._backends import queue_files as F
 from winipc._core.security import Access, SecurityAttributes
+from winipc.msmq import _express as E
 from winipc.msmq import _incoming as I
 from winipc.msmq import _message as M
 from winipc.msmq._api import (
@@ -152,6 +153,8 @@ END;
 """
 
 _COLS = "seq, sub, state, tx, pri, msgid, corr, expires, aborts, size, props, body, crc"
+#: A message's acknowledge without flags (``is`` tests it without Flag.__and__).
+_NO_ACK = M.Ack.NONE
 
 
 # ---------------------------------------------------------------------------- the store
@@ -457,8 +460,9 @@ def _open_mode(ref: QueueRef, folder: str, rec: _AccessRecord, access: QueueAcce
     raise W.QueueAccessDenied(f"queue {ref}: access denied (its files refuse uid {me})")
 
 
-@dataclasses.dataclass
-class _Row:
+class _Row(NamedTuple):
+    """One ``msg`` row, in :data:`_COLS` order (a tuple: made for every message read)."""
+
     seq: int
     sub: int
     state: int
@@ -474,6 +478,70 @@ class _Row:
     crc: int
 
 
+class _WriteTx:
+    """:meth:`_Store.write`: a class, not a generator, as it runs on every send and receive."""
+
+    __slots__ = ("conn", "store")
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        conn, lock = store.conn, store.write_lock
+        assert conn is not None and lock is not None
+        store._lock.acquire()
+        try:
+            lock.acquire()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException as exc:
+                lock.release()
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate_db(exc, str(store.ref)) from None
+                raise
+        except BaseException:
+            store._lock.release()
+            raise
+        self.conn = conn
+        return conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        store, conn = self.store, self.conn
+        try:
+            try:
+                if conn.in_transaction:
+                    conn.execute("COMMIT" if kind is None else "ROLLBACK")
+            except sqlite3.Error as err:
+                raise _translate_db(err, str(store.ref)) from None
+            if isinstance(exc, sqlite3.Error):
+                raise _translate_db(exc, str(store.ref)) from None
+        finally:
+            assert store.write_lock is not None
+            store.write_lock.release()
+            store._lock.release()
+
+
+class _ReadTx:
+    """:meth:`_Store.read`: the connection under the store's thread lock."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        store._lock.acquire()
+        assert store.conn is not None
+        return store.conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.store._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise _translate_db(exc, str(self.store.ref)) from None
+
+
 class _Store:
     """One open connection to one queue's folder (a handle, a transaction or a tool owns it)."""
 
@@ -487,6 +555,10 @@ class _Store:
         self.write_lock: F.FileLock | None = None
         self.sync: F.GroupSync | None = None
         self.receivers: F.FileLock | None = None
+        #: the queue's express messages in memory (winipc._native._xstore), where used
+        self.express: Any = None
+        #: (gen, monotonic deadline) while SQLite is known to hold no ready main message
+        self.sql_empty: tuple[int, float] | None = None
         try:
             st = os.lstat(folder)
         except FileNotFoundError:
@@ -500,6 +572,8 @@ class _Store:
         #: we may make files in the folder (its owner, or root)
         self.maker = B.uid() in (0, st.st_uid)
         self.incoming: str | None = None
+        #: ((inode, mtime ns, ctime ns), monotonic deadline) of ``incoming/`` seen empty
+        self.incoming_idle: tuple[tuple[int, int, int], float] | None = None
         if self.shared:
             inc = os.path.join(folder, INCOMING)
             with contextlib.suppress(OSError):
@@ -534,6 +608,9 @@ class _Store:
                 conn.executescript(_SCHEMA)
                 self._init_meta(create)
             self.info = self._read_info()
+            if (E.available() and not self.shared and st.st_uid == B.uid() and not self.info.transactional
+                    and not self.ref.system):
+                self.express = E.open_store(folder, st.st_uid)
         except W.WinIPCError:
             self.close()
             raise
@@ -594,43 +671,26 @@ class _Store:
         if st.st_ino != self.ino:
             raise W.QueueDeleted(f"queue {self.ref} was deleted (and created again)")
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the queue's flock (commits on success)."""
+    def write(self) -> _WriteTx:
+        """A write transaction under the queue's flock (commits on success, rolls back on
+        an exception); a context manager giving the connection. SQLite errors become
+        WinIPCError (:func:`_translate_db`)."""
         assert self.conn is not None and self.write_lock is not None
-        with self._lock:
-            self.write_lock.acquire()
-            try:
-                conn = self.conn
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                else:
-                    if conn.in_transaction:
-                        conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise _translate_db(exc, str(self.ref)) from None
-            finally:
-                self.write_lock.release()
+        return _WriteTx(self)
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> _ReadTx:
+        """The connection, under the store's thread lock, for reads (a context manager;
+        SQLite errors become WinIPCError)."""
         assert self.conn is not None
-        with self._lock:
-            try:
-                yield self.conn
-            except sqlite3.Error as exc:
-                raise _translate_db(exc, str(self.ref)) from None
+        return _ReadTx(self)
 
     def durable(self, committed_ns: int) -> None:
         assert self.sync is not None
         self.sync.durable(committed_ns)
 
     def ring(self) -> None:
+        if self.express is not None:
+            self.express.bump_gen()  # after the commit: receivers look at SQLite again
         F.ring(self.wait_dir)
 
     def close(self) -> None:
@@ -646,6 +706,9 @@ class _Store:
                     with contextlib.suppress(sqlite3.Error):
                         self.conn.close()
                 self.conn = None
+            if self.express is not None:
+                self.express.close()
+                self.express = None
             for res in (self.write_lock, self.sync, self.receivers):
                 if res is not None:
                     res.close()
@@ -815,14 +878,30 @@ def delete_queue(ref: QueueRef) -> None:
                                 nacks.append(m)
                 except W.CorruptQueueError:
                     pass
+                if store.express is not None:
+                    for found in _express_all(store):
+                        with contextlib.suppress(W.CorruptQueueError):
+                            m = E.decode(found, str(ref))
+                            if m.acknowledge & M.Ack.NEGATIVE_RECEIVE and m.admin_queue:
+                                nacks.append(m)
                 os.rename(folder, dead)
         finally:
             store.close()
+    E.remove_store(dead)
     F.ring(os.path.join(dead, "wait"))
     shutil.rmtree(dead, ignore_errors=True)
     sweep_tokens(_tx_folder(root))
     for m in nacks:
         _post_ack(m, M.MessageClass.NACK_Q_DELETED)
+
+
+def _express_all(store: _Store) -> Iterator[tuple[Any, ...]]:
+    """Every message of the queue's express store in order (peeked, not taken)."""
+    xs = store.express
+    found = xs.find(E.FIRST, b"", 0, 0, E.PEEK)
+    while found is not None:
+        yield found
+        found = xs.find(E.AFTER, b"", found[1], found[0], E.PEEK)
 
 
 def purge_queue(ref: QueueRef) -> int:
@@ -898,6 +977,16 @@ def integrity_check(ref: QueueRef) -> list[str]:
                         problems.append(f"counters: subqueue {k[0]} state {k[1]} says {counted.get(k, 0)}, holds {actual.get(k, 0)}")
             except sqlite3.DatabaseError as exc:
                 problems.append(f"sqlite: {exc}")
+        if store.express is not None:
+            problems += [f"express store: {p}" for p in store.express.check()]
+            try:
+                for found in _express_all(store):
+                    try:
+                        E.decode(found, f"queue {ref}")
+                    except W.CorruptQueueError as exc:
+                        problems.append(str(exc.strerror))
+            except ValueError as exc:
+                problems.append(f"express store: {exc}")
     except W.CorruptQueueError as exc:
         problems.append(str(exc.strerror))
     finally:
@@ -949,6 +1038,11 @@ _junk_warned: set[str] = set()
 #: One ingest pass reads at most this many bytes of drop files (the rest waits for the next).
 INGEST_BATCH_BYTES = I.MAX_FILE
 INGEST_BATCH_FILES = 1000
+#: An empty ``incoming/`` whose mtime and ctime are this many seconds old is remembered
+#: (folder inode, mtime, ctime): until one changes, it is not listed again ...
+INCOMING_SETTLE = 2.0
+#: ... for at most this many seconds.
+INCOMING_RECHECK = 30.0
 
 
 def _unlink_incoming(folder: str, names: Iterable[str]) -> None:
@@ -1025,10 +1119,25 @@ def _ingest(store: _Store) -> int:
     if inc is None:
         return 0
     try:
+        st = os.stat(inc)
+        key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        key = None
+    idle = store.incoming_idle
+    if key is not None and idle is not None and idle[0] == key and time.monotonic() < idle[1]:
+        return 0  # unchanged since it was last seen empty: no listdir
+    try:
         if not os.listdir(inc):
+            # Empty, and (stat before listdir) nothing arrived in the INCOMING_SETTLE seconds
+            # before the stat: a file that arrives later changes the folder's mtime even at a
+            # coarse timestamp granularity, so its key tells.
+            settled = time.time_ns() - int(INCOMING_SETTLE * 1e9)
+            if key is not None and key[1] < settled and key[2] < settled:
+                store.incoming_idle = (key, time.monotonic() + INCOMING_RECHECK)
             return 0
     except OSError:
         return 0
+    store.incoming_idle = None
     now = time.time()
     run = _IngestPass()
     done: list[str] = []
@@ -1425,7 +1534,7 @@ class LocalQueue(Queue):
     def _check(self, need: QueueAccess) -> _Store:
         if self._closed:
             raise W.MsmqError(f"queue handle {self.ref} is closed", winerror=W.MQ_ERROR_INVALID_HANDLE)
-        if not self.access & need:
+        if not int(self.access) & int(need):  # ints: Flag.__and__ costs a microsecond
             raise W.QueueAccessDenied(
                 f"queue {self.ref} was opened for {self.access.name}, not {need.name}")
         self._store.check_alive()
@@ -1478,6 +1587,8 @@ class LocalQueue(Queue):
             return []
         now = time.time()
         host = B.host_name()
+        pid, uid, path = os.getpid(), B.uid(), store.info.path  # once per call, not per message
+        in_tx, transactional = tx is not None, self.transactional
         bodies = []
         for m in prepared:
             data, kind = M.encode_body(m.body)
@@ -1486,11 +1597,11 @@ class LocalQueue(Queue):
             m.id = M.new_message_id()
             m.sent_time = m.arrived_time = now
             m.source_machine = host
-            m.sender_pid = os.getpid()
-            m.sender_uid = B.uid()
-            m.destination_queue = store.info.path
-            m.transactional = tx is not None
-            if self.transactional:
+            m.sender_pid = pid
+            m.sender_uid = uid
+            m.destination_queue = path
+            m.transactional = in_tx
+            if transactional:
                 m.priority = 0  # MSMQ sends transactional messages at priority 0
                 m.delivery = M.Delivery.RECOVERABLE
             m.abort_count = 0
@@ -1499,23 +1610,28 @@ class LocalQueue(Queue):
             txc = tx.enlist(self.ref)
             txid = tx.id
         quota = store.info.quota
-        with store.write() as conn:
-            if quota is not None:
-                row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
-                used = row[0] if row else 0
-                total = sum(len(b) for b in bodies)
-                if used + total > quota:
-                    raise W.InsufficientResources(
-                        f"queue {self.ref}: quota of {quota} bytes exceeded ({used} used, {total} more sent)")
-            for m, data in zip(prepared, bodies, strict=True):
-                m.lookup_id = store.insert(conn, m, data, state=PENDING if txid else READY, tx=txid, txc=txc)
+        to_sql = list(zip(prepared, bodies, strict=True))
+        if store.express is not None and txid is None:
+            to_sql = self._send_express(store, to_sql)
+        if to_sql:
+            with store.write() as conn:
+                if quota is not None:
+                    row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
+                    used = (row[0] if row else 0) + self._express_bytes()
+                    total = sum(len(b) for _m, b in to_sql)
+                    if used + total > quota:
+                        raise W.InsufficientResources(
+                            f"queue {self.ref}: quota of {quota} bytes exceeded ({used} used, {total} more sent)")
+                for m, data in to_sql:
+                    m.lookup_id = store.insert(conn, m, data, state=PENDING if txid else READY, tx=txid, txc=txc)
         t = time.monotonic_ns()
         if txid is None:
             if any(m.delivery == M.Delivery.RECOVERABLE for m in prepared):
                 store.durable(t)
-            store.ring()
+            if to_sql:
+                store.ring()
             for m in prepared:
-                if m.acknowledge & M.Ack.POSITIVE_ARRIVAL:
+                if m.acknowledge is not _NO_ACK and m.acknowledge & M.Ack.POSITIVE_ARRIVAL:
                     _post_ack(m, M.MessageClass.ACK_REACH_QUEUE)
         else:
             assert isinstance(tx, LocalTransaction)
@@ -1525,6 +1641,38 @@ class LocalQueue(Queue):
             if isinstance(m.body, (bytearray, memoryview)):
                 m.body = data
         return prepared
+
+    def _express_bytes(self) -> int:
+        xs = self._store.express
+        return 0 if xs is None else int(xs.stat()["bytes"])
+
+    def _send_express(self, store: _Store, items: list[tuple[M.Message, bytes]]) -> list[tuple[M.Message, bytes]]:
+        """Put the express messages of ``items`` in the express store; returns the others."""
+        xs = store.express
+        rest = [(m, d) for m, d in items if m.delivery != M.Delivery.EXPRESS]
+        express = [(m, d) for m, d in items if m.delivery == M.Delivery.EXPRESS]
+        if not express:
+            return rest
+        quota = store.info.quota
+        if quota is not None:
+            with store.read() as conn:
+                row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
+            used = (row[0] if row else 0) + self._express_bytes()
+            total = sum(len(d) for _m, d in items)
+            if used + total > quota:
+                raise W.InsufficientResources(
+                    f"queue {self.ref}: quota of {quota} bytes exceeded ({used} used, {total} more sent)")
+        waiters = 0
+        for m, data in express:
+            k1, k2, rec, crc = E.encode(m, data)
+            expires = m.expires_at
+            try:
+                m.lookup_id, waiters = xs.put(m.priority, k1, k2, 0.0 if expires is None else expires, crc, rec)
+            except (MemoryError, OSError, ValueError) as exc:
+                raise E.translate(exc, f"queue {self.ref}") from None
+        if waiters:
+            F.ring(store.wait_dir)
+        return rest
 
     # -- receiving
 
@@ -1564,6 +1712,17 @@ class LocalQueue(Queue):
             raise W.IoTimeout(f"{what} on {self.ref}: no message (timeout 0)")
         deadline = None if timeout is None else time.monotonic() + timeout
         bell = self._doorbell_fd()
+        xs = self._store.express
+        if xs is None:
+            return self._wait_loop(attempt, deadline, timeout, what, bell)
+        xs.wait_begin()  # express senders ring only while someone waits (docs/wire/msmq-express.md)
+        try:
+            return self._wait_loop(attempt, deadline, timeout, what, bell)
+        finally:
+            xs.wait_end()
+
+    def _wait_loop(self, attempt: Any, deadline: float | None, timeout: float | None, what: str,
+                   bell: F.Doorbell) -> M.Message:
         while True:
             bell.drain()
             self._store.check_alive()
@@ -1691,9 +1850,134 @@ class LocalQueue(Queue):
             return self._take(extra, params, tx, remove)
         if tx is not None:
             tx.note_received(os.path.basename(store.folder), m)
-        elif m.acknowledge & M.Ack.POSITIVE_RECEIVE:
+        elif m.acknowledge is not _NO_ACK and m.acknowledge & M.Ack.POSITIVE_RECEIVE:
             _post_ack(m, M.MessageClass.ACK_RECEIVE)
         return m
+
+    _KINDS = {"first": ("", E.FIRST), "id": ("AND msgid = ?", E.KEY1), "corr": ("AND corr = ?", E.KEY2),
+              "after": ("AND (pri < ? OR (pri = ? AND seq > ?))", E.AFTER)}
+
+    def _attempt(self, kind: str, key: Any, tx: LocalTransaction | None, remove: bool,
+                 xpos: tuple[int, int] | None = None) -> M.Message | None:
+        """One look for a message: ``kind`` first | id | corr | after (a cursor: ``key`` is
+        the SQLite position (priority, seq), ``xpos`` the express one (priority, stamp))."""
+        extra = self._KINDS[kind][0]
+        params: tuple[Any, ...] = ()
+        if kind in ("id", "corr"):
+            params = (key,)
+        elif kind == "after":
+            params = (key[0], key[0], key[1]) if key is not None else ()
+            if key is None:
+                extra = ""
+        xs = self._store.express
+        if xs is None or tx is not None or self._sub != 0:
+            return self._take(extra, params, tx, remove)
+        return self._xattempt(kind, key, extra, params, remove, xpos)
+
+    def _sql_known_empty(self) -> bool:
+        known = self._store.sql_empty
+        xs = self._store.express
+        return known is not None and known[0] == xs.gen and time.monotonic() < known[1]
+
+    def _xattempt(self, kind: str, key: Any, extra: str, params: tuple[Any, ...], remove: bool,
+                  xpos: tuple[int, int] | None) -> M.Message | None:
+        """The first message of the express store and SQLite together, in MSMQ's order."""
+        store = self._store
+        xs = store.express
+        op = E.TAKE if remove else E.PEEK
+        where = f"queue {self.ref}"
+        mode = self._KINDS[kind][1]
+        xkey = E.message_key(key) if kind in ("id", "corr") else b""
+        xpri, xstamp = xpos if xpos is not None else (E.PRIORITIES, 0)
+        if kind == "after" and xpos is None:
+            mode = E.FIRST
+        for _attempt in range(1000):
+            try:
+                if kind == "id" or (kind == "first" and self._sql_known_empty()):
+                    found = xs.find(mode, xkey, xpri, xstamp, op)
+                    if found is not None:
+                        m = self._express_found(found, remove)
+                        if m is not None:
+                            return m
+                        continue
+                    if kind == "first":
+                        return None
+                    return self._take(extra, params, None, remove)
+                loc = xs.find(mode, xkey, xpri, xstamp, E.LOCATE)
+            except (MemoryError, OSError, ValueError) as exc:
+                raise E.translate(exc, where) from None
+            gen = xs.gen
+            self._ingest()
+            with store.read() as conn:
+                row = self._select(conn, extra, params)
+            if row is None and kind == "first":
+                store.sql_empty = (gen, time.monotonic() + RECOVERY_INTERVAL)
+            if loc is None and row is None:
+                return None
+            if loc is not None and (row is None or loc[1] > row.pri or (
+                    loc[1] == row.pri and loc[0] < int(store.to_message(row).arrived_time * 1e9))):
+                try:
+                    found = xs.find(E.EXACT, b"", loc[1], loc[0], op)
+                except (MemoryError, OSError, ValueError) as exc:
+                    raise E.translate(exc, where) from None
+                if found is None:
+                    continue  # another receiver took it
+                m = self._express_found(found, remove)
+                if m is not None:
+                    return m
+                continue
+            assert row is not None
+            m = self._take("AND seq = ?", (row.seq,), None, remove)
+            if m is not None:
+                return m
+        raise W.MsmqError(f"{where}: no stable first message after 1000 looks", winerror=W.MQ_ERROR)
+
+    def _express_found(self, found: tuple[Any, ...], removed: bool) -> M.Message | None:
+        """The message of an express ``find``: None when it had expired (then handled)."""
+        store = self._store
+        where = f"queue {self.ref}"
+        m = E.decode(found, where)
+        expires = found[2]
+        if expires and expires <= time.time():
+            if not removed:
+                try:
+                    found = store.express.find(E.EXACT, b"", found[1], found[0], E.TAKE)
+                except (MemoryError, OSError, ValueError) as exc:
+                    raise E.translate(exc, where) from None
+                if found is None:
+                    return None
+            if m.use_dead_letter:
+                props, body = E.split(found)
+                self._dead_letter_express(m, props, body)
+            _post_ack(m, M.MessageClass.NACK_RECEIVE_TIMEOUT)
+            return None
+        if removed:
+            if store.info.journal:
+                props, body = E.split(found)
+                with store.write() as conn:
+                    conn.execute(
+                        "INSERT INTO msg(sub, state, pri, msgid, corr, expires, aborts, size, props, body, crc)"
+                        " VALUES (1, 0, ?, ?, ?, NULL, 0, ?, ?, ?, ?)",
+                        (m.priority, m.id, m.correlation_id, len(body), props, body, _crc(props, body)),
+                    )
+                    _trim_journal(store, conn)
+            if m.acknowledge & M.Ack.POSITIVE_RECEIVE:
+                _post_ack(m, M.MessageClass.ACK_RECEIVE)
+        return m
+
+    def _dead_letter_express(self, m: M.Message, props: bytes, body: bytes) -> None:
+        """An expired express message to the user's system dead-letter queue (copied)."""
+        dlq = _open_store(QueueRef(host=".", private=True, name="system$", subqueue=SUB_DEADLETTER, system=True))
+        try:
+            with dlq.write() as conn:
+                conn.execute(
+                    "INSERT INTO msg(sub, state, pri, msgid, corr, expires, aborts, size, props, body, crc)"
+                    " VALUES (0, 0, ?, ?, ?, NULL, 0, ?, ?, ?, ?)",
+                    (m.priority, m.id, m.correlation_id, len(body), props, body, _crc(props, body)),
+                )
+            dlq.ring()
+        finally:
+            dlq.close()
 
     def _receive_tx(self, transaction: TxArg) -> LocalTransaction | None:
         if transaction is None:
@@ -1707,23 +1991,23 @@ class LocalQueue(Queue):
     def receive(self, timeout: float | None = None, *, transaction: TxArg = None) -> M.Message:
         self._check(QueueAccess.RECEIVE)
         tx = self._receive_tx(transaction)
-        return self._wait(lambda: self._take("", (), tx, True), timeout, "receive")
+        return self._wait(lambda: self._attempt("first", None, tx, True), timeout, "receive")
 
     def peek(self, timeout: float | None = None) -> M.Message:
         self._check(QueueAccess.RECEIVE | QueueAccess.PEEK)
-        return self._wait(lambda: self._take("", (), None, False), timeout, "peek")
+        return self._wait(lambda: self._attempt("first", None, None, False), timeout, "peek")
 
     def receive_by_id(self, message_id: str, *, transaction: TxArg = None) -> M.Message:
         self._check(QueueAccess.RECEIVE)
         tx = self._receive_tx(transaction)
-        m = self._take("AND msgid = ?", (str(message_id),), tx, True)
+        m = self._attempt("id", str(message_id), tx, True)
         if m is None:
             raise W.MessageNotFound(f"queue {self.ref}: no message with id {message_id!r}")
         return m
 
     def peek_by_id(self, message_id: str) -> M.Message:
         self._check(QueueAccess.RECEIVE | QueueAccess.PEEK)
-        m = self._take("AND msgid = ?", (str(message_id),), None, False)
+        m = self._attempt("id", str(message_id), None, False)
         if m is None:
             raise W.MessageNotFound(f"queue {self.ref}: no message with id {message_id!r}")
         return m
@@ -1733,13 +2017,13 @@ class LocalQueue(Queue):
         self._check(QueueAccess.RECEIVE)
         tx = self._receive_tx(transaction)
         cid = str(correlation_id)
-        return self._wait(lambda: self._take("AND corr = ?", (cid,), tx, True), timeout,
+        return self._wait(lambda: self._attempt("corr", cid, tx, True), timeout,
                           "receive by correlation id")
 
     def peek_by_correlation_id(self, correlation_id: str, timeout: float | None = 0.0) -> M.Message:
         self._check(QueueAccess.RECEIVE | QueueAccess.PEEK)
         cid = str(correlation_id)
-        return self._wait(lambda: self._take("AND corr = ?", (cid,), None, False), timeout,
+        return self._wait(lambda: self._attempt("corr", cid, None, False), timeout,
                           "peek by correlation id")
 
     def cursor(self) -> LocalCursor:
@@ -1755,10 +2039,23 @@ class LocalQueue(Queue):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         bell = self._doorbell_fd()
+        xs = self._store.express
+        if xs is not None:
+            xs.wait_begin()
+        try:
+            return await self._areceive_loop(loop, deadline, timeout, tx, bell)
+        finally:
+            if xs is not None:
+                xs.wait_end()
+
+    async def _areceive_loop(self, loop: Any, deadline: float | None, timeout: float | None,
+                             tx: LocalTransaction | None, bell: F.Doorbell) -> M.Message:
+        import asyncio
+
         while True:
             bell.drain()
             self._store.check_alive()
-            m = self._take("", (), tx, True)
+            m = self._attempt("first", None, tx, True)
             if m is not None:
                 return m
             locked = self._maybe_recover()
@@ -1801,16 +2098,23 @@ class LocalQueue(Queue):
             return c.get((sub, state), (0, 0))[0]
 
         used = sum(b for (s, _st), (_n, b) in c.items() if s == self._sub)
+        ready = n(self._sub)
+        if store.express is not None and self._sub == 0:
+            xst = store.express.stat()
+            ready += xst["count"]
+            used += xst["bytes"]
         return QueueStat(
             info=store.info,
-            messages=n(self._sub),
+            messages=ready,
             bytes=used,
             locked=n(self._sub, LOCKED),
             journal_messages=n(1),
             deadletter_messages=n(2),
             poison_messages=n(3),
             durability="recoverable: fdatasync of the queue's WAL before send returns (group commit); "
-            "express: in the queue file, not synced (survives process crashes, not machine crashes)",
+            + ("express: in memory (/dev/shm; survives process crashes, lost when the machine restarts)"
+               if store.express is not None else
+               "express: in the queue file, not synced (survives process crashes, not machine crashes)"),
             recoverable_is_durable=True,
         )
 
@@ -1821,12 +2125,23 @@ class LocalQueue(Queue):
             rows = [store.row(t) for t in conn.execute(
                 f"SELECT {_COLS} FROM msg WHERE sub = ? AND state = 0", (self._sub,))]
             conn.execute("DELETE FROM msg WHERE sub = ? AND state = 0", (self._sub,))
+        nacks = []
         for r in rows:
             with contextlib.suppress(W.CorruptQueueError):
                 m = store.to_message(r)
                 if m.acknowledge & M.Ack.NEGATIVE_RECEIVE:
-                    _post_ack(m, M.MessageClass.NACK_Q_PURGED)
-        return len(rows)
+                    nacks.append(m)
+        purged = len(rows)
+        if store.express is not None and self._sub == 0:
+            while (found := store.express.find(E.FIRST, b"", 0, 0, E.TAKE)) is not None:
+                purged += 1
+                with contextlib.suppress(W.CorruptQueueError):
+                    m = E.decode(found, str(self.ref))
+                    if m.acknowledge & M.Ack.NEGATIVE_RECEIVE:
+                        nacks.append(m)
+        for m in nacks:
+            _post_ack(m, M.MessageClass.NACK_Q_PURGED)
+        return purged
 
     def close(self) -> None:
         if self._closed:
@@ -1841,11 +2156,18 @@ class LocalQueue(Queue):
 
 
 class LocalCursor(Cursor):
-    """A cursor over a local queue: its position is the (priority, lookup id) of a message."""
+    """A cursor over a local queue: its position is the (priority, lookup id) of a message.
+
+    With an express store the cursor merges the two stores' orders: it keeps the last
+    position it passed in each and steps to whichever store's next message comes first.
+    """
 
     def __init__(self, queue: LocalQueue) -> None:
         self._q = queue
         self._pos: tuple[int, int] | None = None
+        self._express = False  # the message under the cursor is in the express store
+        self._spos: tuple[int, int] | None = None  # passed in SQLite: (priority, seq)
+        self._xpos: tuple[int, int] | None = None  # passed in the express store: (priority, stamp)
         self._removed = False
         self._closed = False
 
@@ -1853,37 +2175,50 @@ class LocalCursor(Cursor):
         if self._closed:
             raise W.MsmqError("cursor is closed", winerror=W.MQ_ERROR_INVALID_HANDLE)
 
-    def _after(self, pos: tuple[int, int]) -> tuple[str, tuple[Any, ...]]:
-        pri, seq = pos
-        return "AND (pri < ? OR (pri = ? AND seq > ?))", (pri, pri, seq)
-
-    def _peek_at(self, extra: str, params: tuple[Any, ...], timeout: float | None) -> M.Message:
+    def _peek_at(self, after: bool, timeout: float | None) -> M.Message:
         q = self._q
         q._check(QueueAccess.RECEIVE | QueueAccess.PEEK)
-        m = q._wait(lambda: q._take(extra, params, None, False), timeout, "cursor peek")
+        spos, xpos = (self._spos, self._xpos) if after else (None, None)
+        m = q._wait(lambda: q._attempt("after", spos, None, False, xpos), timeout, "cursor peek")
         self._pos = (m.priority, m.lookup_id)
+        self._express = E.is_express_lookup_id(m.lookup_id)
+        if self._express:
+            self._xpos = self._pos
+        else:
+            self._spos = self._pos
         self._removed = False
         return m
+
+    def _at_current(self, remove: bool, tx: LocalTransaction | None) -> M.Message | None:
+        q = self._q
+        assert self._pos is not None
+        if not self._express:
+            return q._take("AND seq = ?", (self._pos[1],), tx, remove)
+        xs = q._store.express
+        if xs is None:
+            return None
+        try:
+            found = xs.find(E.EXACT, b"", self._pos[0], self._pos[1], E.TAKE if remove else E.PEEK)
+        except (MemoryError, OSError, ValueError) as exc:
+            raise E.translate(exc, f"queue {q.ref}") from None
+        return None if found is None else q._express_found(found, remove)
 
     def peek_current(self, timeout: float | None = 0.0) -> M.Message:
         self._check()
         if self._pos is None:
-            return self._peek_at("", (), timeout)
+            return self._peek_at(False, timeout)
         if self._removed:
-            extra, params = self._after(self._pos)
-            return self._peek_at(extra, params, timeout)
-        q = self._q
-        m = q._take("AND seq = ?", (self._pos[1],), None, False)
+            return self._peek_at(True, timeout)
+        m = self._at_current(False, None)
         if m is None:
-            raise W.MessageAlreadyReceived(f"queue {q.ref}: the message under the cursor was received")
+            raise W.MessageAlreadyReceived(f"queue {self._q.ref}: the message under the cursor was received")
         return m
 
     def peek_next(self, timeout: float | None = 0.0) -> M.Message:
         self._check()
         if self._pos is None:
             raise W.IllegalCursorAction("peek_next before peek_current: the cursor has no position yet")
-        extra, params = self._after(self._pos)
-        return self._peek_at(extra, params, timeout)
+        return self._peek_at(True, timeout)
 
     def receive_current(self, timeout: float | None = 0.0, *, transaction: TxArg = None) -> M.Message:
         self._check()
@@ -1893,7 +2228,7 @@ class LocalCursor(Cursor):
             self.peek_current(timeout)
         assert self._pos is not None
         tx = q._receive_tx(transaction)
-        m = q._take("AND seq = ?", (self._pos[1],), tx, True)
+        m = self._at_current(True, tx)
         if m is None:
             raise W.MessageAlreadyReceived(f"queue {q.ref}: the message under the cursor was received")
         self._removed = True

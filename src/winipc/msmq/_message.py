@@ -107,6 +107,8 @@ _SENDER_FIELDS = (
     "acknowledge",
     "use_dead_letter",
 )
+_SENDER_SET = frozenset(_SENDER_FIELDS)
+_EXPRESS, _RECOVERABLE, _ACK_NONE = Delivery.EXPRESS, Delivery.RECOVERABLE, Ack.NONE
 
 
 @dataclasses.dataclass
@@ -240,55 +242,63 @@ def decode_body(data: bytes, kind: str) -> Any:
 def validate(message: Message) -> Message:
     """Check the sender-set properties of ``message`` (returns it; raises IllegalPropertyValue)."""
     m = message
-    if not isinstance(m.label, str):
-        raise _bad("label", m.label, "must be a str")
-    if len(m.label) > MAX_LABEL:
+    label = m.label
+    if not isinstance(label, str):
+        raise _bad("label", label, "must be a str")
+    if len(label) > MAX_LABEL:
         raise W.IllegalPropertyValue(
-            f"message property label: {len(m.label)} characters, at most {MAX_LABEL} (MQ_MAX_MSG_LABEL_LEN)",
+            f"message property label: {len(label)} characters, at most {MAX_LABEL} (MQ_MAX_MSG_LABEL_LEN)",
             winerror=W.MQ_ERROR_LABEL_TOO_LONG,
         )
-    if isinstance(m.priority, bool) or not isinstance(m.priority, int) or not MIN_PRIORITY <= m.priority <= MAX_PRIORITY:
-        raise _bad("priority", m.priority, f"must be an int {MIN_PRIORITY}..{MAX_PRIORITY}")
-    if m.correlation_id is not None and (
-        not isinstance(m.correlation_id, str) or len(m.correlation_id) > MAX_CORRELATION_ID
-    ):
-        raise _bad("correlation_id", m.correlation_id, f"must be a str of at most {MAX_CORRELATION_ID} characters or None")
-    if isinstance(m.app_specific, bool) or not isinstance(m.app_specific, int) or not 0 <= m.app_specific <= MAX_APP_SPECIFIC:
-        raise _bad("app_specific", m.app_specific, f"must be an int 0..{MAX_APP_SPECIFIC}")
-    m.response_queue = _check_queue_ref("response_queue", m.response_queue)
-    m.admin_queue = _check_queue_ref("admin_queue", m.admin_queue)
-    m.time_to_reach_queue = _check_ttl("time_to_reach_queue", m.time_to_reach_queue)
-    m.time_to_be_received = _check_ttl("time_to_be_received", m.time_to_be_received)
-    try:
-        m.delivery = Delivery(m.delivery)
-    except ValueError:
-        raise _bad("delivery", m.delivery, "must be Delivery.EXPRESS or Delivery.RECOVERABLE") from None
-    try:
-        m.acknowledge = Ack(m.acknowledge)
-    except (ValueError, TypeError):
-        raise _bad("acknowledge", m.acknowledge, "must be Ack flags (0..0x0F)") from None
-    if int(m.acknowledge) & ~0x0F:
-        raise _bad("acknowledge", m.acknowledge, "must be Ack flags (0..0x0F)")
-    if m.acknowledge and m.admin_queue is None:
-        raise _bad("acknowledge", m.acknowledge, "acknowledgements need an admin_queue")
-    m.use_dead_letter = bool(m.use_dead_letter)
+    pri = m.priority
+    if isinstance(pri, bool) or not isinstance(pri, int) or not MIN_PRIORITY <= pri <= MAX_PRIORITY:
+        raise _bad("priority", pri, f"must be an int {MIN_PRIORITY}..{MAX_PRIORITY}")
+    cid = m.correlation_id
+    if cid is not None and (not isinstance(cid, str) or len(cid) > MAX_CORRELATION_ID):
+        raise _bad("correlation_id", cid, f"must be a str of at most {MAX_CORRELATION_ID} characters or None")
+    app = m.app_specific
+    if isinstance(app, bool) or not isinstance(app, int) or not 0 <= app <= MAX_APP_SPECIFIC:
+        raise _bad("app_specific", app, f"must be an int 0..{MAX_APP_SPECIFIC}")
+    # the common case (no queue references, no time limits) costs no calls
+    if m.response_queue is not None:
+        m.response_queue = _check_queue_ref("response_queue", m.response_queue)
+    if m.admin_queue is not None:
+        m.admin_queue = _check_queue_ref("admin_queue", m.admin_queue)
+    if m.time_to_reach_queue is not None:
+        m.time_to_reach_queue = _check_ttl("time_to_reach_queue", m.time_to_reach_queue)
+    if m.time_to_be_received is not None:
+        m.time_to_be_received = _check_ttl("time_to_be_received", m.time_to_be_received)
+    delivery = m.delivery
+    if delivery is not _EXPRESS and delivery is not _RECOVERABLE:  # members are singletons
+        try:
+            m.delivery = Delivery(delivery)
+        except ValueError:
+            raise _bad("delivery", delivery, "must be Delivery.EXPRESS or Delivery.RECOVERABLE") from None
+    if m.acknowledge is not _ACK_NONE:
+        try:
+            m.acknowledge = Ack(m.acknowledge)
+        except (ValueError, TypeError):
+            raise _bad("acknowledge", m.acknowledge, "must be Ack flags (0..0x0F)") from None
+        if int(m.acknowledge) & ~0x0F:
+            raise _bad("acknowledge", m.acknowledge, "must be Ack flags (0..0x0F)")
+        if m.acknowledge and m.admin_queue is None:
+            raise _bad("acknowledge", m.acknowledge, "acknowledgements need an admin_queue")
+    if type(m.use_dead_letter) is not bool:
+        m.use_dead_letter = bool(m.use_dead_letter)
     return m
 
 
 def make_message(body: Any, props: dict[str, Any]) -> Message:
     """A validated Message from ``send(body, **props)``; a Message body is copied."""
-    if isinstance(body, Message):
-        if props:
-            unknown = sorted(set(props) - set(_SENDER_FIELDS))
-            if unknown:
-                raise W.IllegalPropertyValue(f"unknown message properties: {', '.join(unknown)}")
-            return validate(dataclasses.replace(body, **props))
-        return validate(dataclasses.replace(body))
-    unknown = sorted(set(props) - set(_SENDER_FIELDS))
-    if unknown:
+    if props and not props.keys() <= _SENDER_SET:
+        unknown = sorted(set(props) - _SENDER_SET)
+        if isinstance(body, Message):
+            raise W.IllegalPropertyValue(f"unknown message properties: {', '.join(unknown)}")
         raise W.IllegalPropertyValue(
             f"unknown message properties: {', '.join(unknown)} (known: {', '.join(_SENDER_FIELDS)})"
         )
+    if isinstance(body, Message):
+        return validate(dataclasses.replace(body, **props))
     return validate(Message(body=body, **props))
 
 
@@ -312,12 +322,17 @@ def new_message_id() -> str:
 STORED_FIELDS = tuple(f.name for f in dataclasses.fields(Message) if f.name != "body")
 
 
+#: Value types stored as they are (anything else that is an IntEnum or IntFlag is stored as int).
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def to_record(m: Message) -> dict[str, Any]:
     """The properties of ``m`` as plain values (for msgpack), the body excluded."""
-    rec: dict[str, Any] = {}
-    for name in STORED_FIELDS:
-        v = getattr(m, name)
-        rec[name] = int(v) if isinstance(v, (enum.IntEnum, enum.IntFlag)) else v
+    rec = {name: getattr(m, name) for name in STORED_FIELDS}
+    plain = _PLAIN_TYPES
+    for name, v in rec.items():
+        if type(v) not in plain and isinstance(v, (enum.IntEnum, enum.IntFlag)):
+            rec[name] = int(v)
     return rec
 
 
@@ -348,25 +363,50 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: The exact types each property may have without an isinstance check (bool is an int).
+_EXACT: dict[str, frozenset[type]] = {name: frozenset(types) for name, types in _TYPES.items()}
+#: Every property's default (none has a default factory): a Message is built from these.
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Message)}
+#: Enum members by value, looked up before the (slower) enum constructors.
+_DELIVERIES: dict[Any, Delivery] = {d.value: d for d in Delivery}
+_ACKS: dict[Any, Ack] = {v: Ack(v) for v in range(16)}
+_CLASSES: dict[Any, MessageClass] = {c.value: c for c in MessageClass}
+_new_message = object.__new__
+
+
 def from_record(rec: Any, body: Any) -> Message:
     """A Message from a stored or received property record; raises CorruptQueueError."""
     if not isinstance(rec, dict):
         raise W.CorruptQueueError("message properties are not a map")
+    exact = _EXACT
     kw: dict[str, Any] = {}
     for name, value in rec.items():
-        types = _TYPES.get(name)
-        if types is None:
+        ok = exact.get(name)
+        if ok is None:
             continue  # a newer writer's property: ignored, as MSMQ ignores unknown ones
-        if not isinstance(value, types):
+        if type(value) not in ok and not isinstance(value, _TYPES[name]):
             raise W.CorruptQueueError(f"message property {name} has type {type(value).__name__}")
         kw[name] = value
     try:
         if "delivery" in kw:
-            kw["delivery"] = Delivery(kw["delivery"])
+            v = kw["delivery"]
+            found_d = _DELIVERIES.get(v)
+            kw["delivery"] = Delivery(v) if found_d is None else found_d
         if "acknowledge" in kw:
-            kw["acknowledge"] = Ack(kw["acknowledge"])
+            v = kw["acknowledge"]
+            found = _ACKS.get(v)
+            kw["acknowledge"] = Ack(v) if found is None else found
         if "message_class" in kw:
-            kw["message_class"] = MessageClass(kw["message_class"])
+            v = kw["message_class"]
+            found_cls = _CLASSES.get(v)
+            kw["message_class"] = MessageClass(v) if found_cls is None else found_cls
     except ValueError as exc:
         raise W.CorruptQueueError(f"message property out of range: {exc}") from None
-    return Message(body=body, **kw)
+    # Message(body=body, **kw) without its generated __init__ (the same attributes, in
+    # field order): every value is checked above and no field has a default factory
+    m: Message = _new_message(Message)
+    attrs = m.__dict__
+    attrs.update(_DEFAULTS)
+    attrs.update(kw)
+    attrs["body"] = body
+    return m
