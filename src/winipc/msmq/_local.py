@@ -155,6 +155,9 @@ END;
 _COLS = "seq, sub, state, tx, pri, msgid, corr, expires, aborts, size, props, body, crc"
 #: A message's acknowledge without flags (``is`` tests it without Flag.__and__).
 _NO_ACK = M.Ack.NONE
+#: check_alive trusts a queue folder's ctime once it is this many seconds old.
+ALIVE_SETTLE = 2.0
+_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 # ---------------------------------------------------------------------------- the store
@@ -559,6 +562,9 @@ class _Store:
         self.express: Any = None
         #: (gen, monotonic deadline) while SQLite is known to hold no ready main message
         self.sql_empty: tuple[int, float] | None = None
+        #: the folder, open (O_PATH) once check_alive verified it by path (see there), and its ctime then
+        self._folder_fd = -1
+        self._alive_ctime = 0
         try:
             st = os.lstat(folder)
         except FileNotFoundError:
@@ -664,12 +670,49 @@ class _Store:
         return QueueInfo(**{k: v for k, v in rec.items() if k in fields})
 
     def check_alive(self) -> None:
+        """Raise QueueDeleted when the queue's folder is gone or is another queue's.
+
+        delete_queue renames the folder before removing it, and a rename changes the
+        folder's ctime. So while an ``fstat`` of the folder (a descriptor kept open) shows
+        the ctime last verified by path, and that ctime was older than ALIVE_SETTLE seconds
+        when verified (no change can then share it, whatever the timestamp granularity),
+        nothing happened to it: no path lookup. Anything else is checked by path.
+        """
+        fd = self._folder_fd
+        if fd >= 0:
+            try:
+                st = os.fstat(fd)
+                if st.st_ctime_ns == self._alive_ctime and st.st_nlink:
+                    return
+            except OSError:
+                pass
         try:
             st = os.lstat(self.folder)
         except FileNotFoundError:
             raise W.QueueDeleted(f"queue {self.ref} was deleted") from None
         if st.st_ino != self.ino:
             raise W.QueueDeleted(f"queue {self.ref} was deleted (and created again)")
+        if st.st_ctime_ns < time.time_ns() - int(ALIVE_SETTLE * 1e9):
+            self._remember_alive(st.st_ctime_ns)
+
+    def _remember_alive(self, ctime_ns: int) -> None:
+        with self._lock:
+            if self.conn is None:
+                return  # closed
+            if self._folder_fd < 0:
+                try:
+                    fd = os.open(self.folder, _DIR_FLAGS)
+                except OSError:
+                    return
+                try:
+                    st = os.fstat(fd)
+                except OSError:
+                    st = None
+                if st is None or st.st_ino != self.ino or st.st_ctime_ns != ctime_ns:
+                    os.close(fd)  # replaced or changed since the lstat: checked by path next time
+                    return
+                self._folder_fd = fd
+            self._alive_ctime = ctime_ns
 
     def write(self) -> _WriteTx:
         """A write transaction under the queue's flock (commits on success, rolls back on
@@ -713,6 +756,9 @@ class _Store:
                 if res is not None:
                     res.close()
             self.write_lock = self.sync = self.receivers = None
+            if self._folder_fd >= 0:
+                os.close(self._folder_fd)
+                self._folder_fd = -1
 
     # -- rows
 
@@ -1907,6 +1953,11 @@ class LocalQueue(Queue):
             except (MemoryError, OSError, ValueError) as exc:
                 raise E.translate(exc, where) from None
             gen = xs.gen
+            if loc is None:  # nothing express: one look at SQLite, under its lock when taking
+                m = self._take(extra, params, None, remove)
+                if m is None and kind == "first":
+                    store.sql_empty = (gen, time.monotonic() + RECOVERY_INTERVAL)
+                return m
             self._ingest()
             with store.read() as conn:
                 row = self._select(conn, extra, params)
