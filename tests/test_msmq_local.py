@@ -340,3 +340,44 @@ def test_an_empty_incoming_folder_is_listed_again_once_it_changes(tmp_path: Path
     assert _local._ingest(store) == 0  # type: ignore[arg-type]
     assert _local._ingest(store) == 0  # type: ignore[arg-type]
     assert len(listed) == 4
+
+
+def test_a_deleted_queue_is_noticed_without_a_path_lookup_per_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_alive: an fstat of the open folder stands in for the lstat of its path while the
+    folder's ctime is the one verified; delete_queue's rename changes it (QueueDeleted)."""
+    monkeypatch.setattr(_local, "ALIVE_SETTLE", 0.0)  # else only a folder 2 s old is remembered
+    folder = str(_folder(Q))
+    looked_up: list[str] = []
+    real_lstat = os.lstat
+
+    def lstat(path: str, *args: object, **kw: object) -> os.stat_result:
+        if path == folder:
+            looked_up.append(path)
+        return real_lstat(path)
+
+    for recreate in (False, True):
+        msmq.create_queue(Q)
+        try:
+            q = msmq.open(Q, "send|receive")
+            time.sleep(0.05)  # past the folder's last change, at any timestamp granularity
+            q.send(b"first")
+            monkeypatch.setattr(_local.os, "lstat", lstat)
+            for _ in range(5):
+                q.send(b"x")
+                q.receive(timeout=0)
+            assert looked_up == [], "the folder was looked up by path on every operation"
+            time.sleep(0.05)
+        finally:
+            monkeypatch.setattr(_local.os, "lstat", real_lstat)
+            msmq.delete_queue(Q)
+        if recreate:
+            msmq.create_queue(Q)
+        try:
+            with pytest.raises(W.QueueDeleted):
+                q.send(b"lost")
+            with pytest.raises(W.QueueDeleted):
+                q.receive(timeout=0)
+        finally:
+            q.close()
+            if recreate:
+                msmq.delete_queue(Q)
