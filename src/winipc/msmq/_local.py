@@ -614,8 +614,9 @@ class _Store:
                 conn.executescript(_SCHEMA)
                 self._init_meta(create)
             self.info = self._read_info()
-            if (E.available() and not self.shared and st.st_uid == B.uid() and not self.info.transactional
-                    and not self.ref.system):
+            if (create is None and E.available() and not self.shared and st.st_uid == B.uid()
+                    and not self.info.transactional and not self.ref.system):
+                # (not while creating: a creation that fails must leave no /dev/shm file)
                 self.express = E.open_store(folder, st.st_uid)
         except W.WinIPCError:
             self.close()
