@@ -1403,6 +1403,16 @@ def begin_transaction() -> LocalTransaction:
     return LocalTransaction()
 
 
+def _insert_copy(conn: sqlite3.Connection, sub: int, pri: int, msgid: str, corr: str | None, aborts: int,
+                 props: bytes, body: bytes, crc: int) -> None:
+    """Store a ready copy of a message (a journal copy or a dead letter), its record unchanged."""
+    conn.execute(
+        "INSERT INTO msg(sub, state, pri, msgid, corr, expires, aborts, size, props, body, crc)"
+        " VALUES (?, 0, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
+        (sub, pri, msgid, corr, aborts, len(body), props, body, crc),
+    )
+
+
 def _journal_and_delete(store: _Store, conn: sqlite3.Connection, seqs: list[int]) -> None:
     if not seqs:
         return
@@ -1663,12 +1673,7 @@ class LocalQueue(Queue):
         if to_sql:
             with store.write() as conn:
                 if quota is not None:
-                    row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
-                    used = (row[0] if row else 0) + self._express_bytes()
-                    total = sum(len(b) for _m, b in to_sql)
-                    if used + total > quota:
-                        raise W.InsufficientResources(
-                            f"queue {self.ref}: quota of {quota} bytes exceeded ({used} used, {total} more sent)")
+                    self._check_quota(conn, quota, sum(len(b) for _m, b in to_sql))
                 for m, data in to_sql:
                     m.lookup_id = store.insert(conn, m, data, state=PENDING if txid else READY, tx=txid, txc=txc)
         t = time.monotonic_ns()
@@ -1689,9 +1694,14 @@ class LocalQueue(Queue):
                 m.body = data
         return prepared
 
-    def _express_bytes(self) -> int:
+    def _check_quota(self, conn: sqlite3.Connection, quota: int, total: int) -> None:
+        """InsufficientResources unless ``total`` more bytes fit the queue's quota (both stores)."""
+        row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
         xs = self._store.express
-        return 0 if xs is None else int(xs.stat()["bytes"])
+        used = (row[0] if row else 0) + (0 if xs is None else int(xs.stat()["bytes"]))
+        if used + total > quota:
+            raise W.InsufficientResources(
+                f"queue {self.ref}: quota of {quota} bytes exceeded ({used} used, {total} more sent)")
 
     def _send_express(self, store: _Store, items: list[tuple[M.Message, bytes]]) -> list[tuple[M.Message, bytes]]:
         """Put the express messages of ``items`` in the express store; returns the others."""
@@ -1703,12 +1713,7 @@ class LocalQueue(Queue):
         quota = store.info.quota
         if quota is not None:
             with store.read() as conn:
-                row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
-            used = (row[0] if row else 0) + self._express_bytes()
-            total = sum(len(d) for _m, d in items)
-            if used + total > quota:
-                raise W.InsufficientResources(
-                    f"queue {self.ref}: quota of {quota} bytes exceeded ({used} used, {total} more sent)")
+                self._check_quota(conn, quota, sum(len(d) for _m, d in items))
         waiters = 0
         for m, data in express:
             k1, k2, rec, crc = E.encode(m, data)
@@ -1845,11 +1850,7 @@ class LocalQueue(Queue):
         try:
             with dlq.write() as conn:  # copy first: a crash here repeats the copy, never loses it
                 for r in rows:
-                    conn.execute(
-                        "INSERT INTO msg(sub, state, pri, msgid, corr, expires, aborts, size, props, body, crc)"
-                        " VALUES (0, 0, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
-                        (r.pri, r.msgid, r.corr, r.aborts, r.size, r.props, r.body, r.crc),
-                    )
+                    _insert_copy(conn, 0, r.pri, r.msgid, r.corr, r.aborts, r.props, r.body, r.crc)
             dlq.durable(time.monotonic_ns())
             dlq.ring()
         finally:
@@ -2007,11 +2008,7 @@ class LocalQueue(Queue):
             if store.info.journal:
                 props, body = E.split(found)
                 with store.write() as conn:
-                    conn.execute(
-                        "INSERT INTO msg(sub, state, pri, msgid, corr, expires, aborts, size, props, body, crc)"
-                        " VALUES (1, 0, ?, ?, ?, NULL, 0, ?, ?, ?, ?)",
-                        (m.priority, m.id, m.correlation_id, len(body), props, body, _crc(props, body)),
-                    )
+                    _insert_copy(conn, 1, m.priority, m.id, m.correlation_id, 0, props, body, _crc(props, body))
                     _trim_journal(store, conn)
             if m.acknowledge & M.Ack.POSITIVE_RECEIVE:
                 _post_ack(m, M.MessageClass.ACK_RECEIVE)
@@ -2022,11 +2019,7 @@ class LocalQueue(Queue):
         dlq = _open_store(QueueRef(host=".", private=True, name="system$", subqueue=SUB_DEADLETTER, system=True))
         try:
             with dlq.write() as conn:
-                conn.execute(
-                    "INSERT INTO msg(sub, state, pri, msgid, corr, expires, aborts, size, props, body, crc)"
-                    " VALUES (0, 0, ?, ?, ?, NULL, 0, ?, ?, ?, ?)",
-                    (m.priority, m.id, m.correlation_id, len(body), props, body, _crc(props, body)),
-                )
+                _insert_copy(conn, 0, m.priority, m.id, m.correlation_id, 0, props, body, _crc(props, body))
             dlq.ring()
         finally:
             dlq.close()
