@@ -20,6 +20,9 @@ def winipc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     root = tmp_path / "root"
     root.mkdir(mode=0o700)
     monkeypatch.setenv("WINIPC_ROOT", str(root))
+    # RPC servers do not take part in the network endpoint mapper unless a test says so
+    # (tests/test_rpc_mapper.py gives each of its tests a port of its own)
+    monkeypatch.setenv("WINIPC_RPC_EPM_PORT", "0")
     yield root
     left = []
     for entry in root.iterdir():

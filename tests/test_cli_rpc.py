@@ -172,6 +172,26 @@ def test_call_resolves_a_partial_binding_through_the_endpoint_mapper(server: tup
     assert "(EndpointNotRegistered)" in done.stderr
 
 
+def test_call_and_ls_through_another_hosts_endpoint_mapper(procs: Procs, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        monkeypatch.setenv("WINIPC_RPC_EPM_PORT", str(s.getsockname()[1]))
+    p, info = serve(procs, "--binding", "ncacn_ip_tcp:127.0.0.1[0]", "--allow-anonymous")
+    deadline = time.monotonic() + 20
+    while (done := winipc("ls", "--host", "127.0.0.1", "--json")).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server takes the mapper's port as it starts
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert {(r["interface"], r["binding"]) for r in rows} == {("Types", info["bindings"][0])}
+    assert ok("call", "ncacn_ip_tcp:127.0.0.1", IFACES + ":Types.echo_int", "42") == "42\n"
+    assert "Types" in ok("ls", "--host", "127.0.0.1")
+    stop(p)
+    done = winipc("ls", "--host", "127.0.0.1")
+    assert done.returncode == 1 and "1722" in done.stderr and "endpoint mapper" in done.stderr
+
+
 def test_call_errors_name_class_and_code(server: tuple[subprocess.Popen[str], str]) -> None:
     _, b = server
     t = IFACES + ":Types."

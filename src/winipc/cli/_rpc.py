@@ -797,8 +797,8 @@ def call_cmd(
     dicts, tuples, dataclasses as objects, Any) as JSON, or JSON read from @FILE;
     null for an Optional's None.
 
-    A BINDING without endpoint (ncalrpc:) is completed through the endpoint mapper
-    (RpcEpResolveBinding). The result is printed readably (text, numbers, bytes as text
+    A BINDING without endpoint (ncalrpc:, ncacn_ip_tcp:HOST) is completed through the
+    endpoint mapper of its host (RpcEpResolveBinding). The result is printed readably (text, numbers, bytes as text
     or hex, the rest as JSON), or with --json as JSON; a method returning None prints
     nothing (--json: null).
     """
@@ -815,8 +815,9 @@ def call_cmd(
         opts: dict[str, Any] = {"timeout": timeout, "connect_timeout": timeout if timeout is not None else 30.0}
         if tls is not None:
             opts["tls"] = tls
-        if not sb.endpoint and sb.is_local:  # a partial binding: the endpoint mapper completes it
-            handle = rpc.bind_interface(spec.cls, protseq=sb.protseq, **opts)
+        if not sb.endpoint:  # a partial binding: the endpoint mapper (of its host) completes it
+            handle = rpc.bind_interface(spec.cls, host=None if sb.is_local else sb.network_address,
+                                        protseq=sb.protseq, **opts)
         else:
             handle = rpc.bind(binding, **opts)
         with _sigterm_as_interrupt(), handle:
@@ -845,14 +846,22 @@ def _user(uid: int) -> str:
 
 
 @rpc_group.command("ls")
+@click.option("--host", metavar="HOST",
+              help="Ask HOST's network endpoint mapper (TCP port $WINIPC_RPC_EPM_PORT, 10135 by default) "
+              "for the TCP bindings reachable from here.")
 @click.option("--json", "as_json", is_flag=True,
-              help="One object per entry: interface, uuid, version, binding, pid, uid, user, annotation.")
-def ls_cmd(as_json: bool) -> None:
+              help="One object per entry: interface, uuid, version, binding, pid, uid, user, annotation "
+              "(with --host: interface, uuid, version, binding, annotation).")
+def ls_cmd(host: str | None, as_json: bool) -> None:
     """List the endpoint mapper: every interface a live server on this machine serves,
     on which binding, in which process, run by which user (RpcMgmtEpEltInqBegin).
 
-    Entries disappear with their server, also when it is killed.
+    Entries disappear with their server, also when it is killed. With --host, the
+    interfaces and TCP bindings that HOST's servers offer to this machine.
     """
+    if host is not None:
+        _ls_remote(host, as_json)
+        return
     entries = sorted(rpc.endpoint_entries(), key=lambda e: (e.name, e.uuid, e.version, e.pid, e.binding))
     if as_json:
         print_json([{**e.to_json(), "user": _user(e.uid)} for e in entries])
@@ -870,6 +879,32 @@ def ls_cmd(as_json: bool) -> None:
     for e in entries:
         table.add_row(Text(e.name), f"{e.version[0]}.{e.version[1]}", e.uuid, Text(e.binding), str(e.pid),
                       Text(_user(e.uid)))
+    _print_table(table)
+
+
+def _ls_remote(host: str, as_json: bool) -> None:
+    from winipc.rpc import _mapper
+
+    try:
+        rows = sorted(_mapper.remote_entries(host), key=lambda r: (r["interface"], r["uuid"], r["version"],
+                                                                   r["binding"]))
+    except W.WinIPCError as exc:
+        raise Failure(describe_error(exc)) from None
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        note(f"no endpoints registered on {host} for this machine")
+        return
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in ("INTERFACE", "VERSION", "UUID", "BINDING"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(Text(r["interface"]), r["version"], r["uuid"], Text(r["binding"]))
     _print_table(table)
 
 

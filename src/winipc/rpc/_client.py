@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from winipc import errors as W
 from winipc._wire import rpc as wire
-from winipc.rpc import _epm
+from winipc.rpc import _epm, _mapper
 from winipc.rpc._binding import StringBinding
 from winipc.rpc._common import AuthInfo, AuthLevel, ClientInfo, error_of
 from winipc.rpc._conn import Conn, Registration
@@ -372,13 +372,37 @@ def bind(binding: str, **kwargs: Any) -> Binding:
     return Binding(binding, **kwargs)
 
 
-def bind_interface(interface: type, *, protseq: str | None = None, **kwargs: Any) -> Binding:
-    """Bind by interface alone, through this machine's endpoint mapper (Win32: RpcEpResolveBinding).
+def bind_interface(interface: type, *, host: str | None = None, protseq: str | None = None,
+                   **kwargs: Any) -> Binding:
+    """Bind by interface alone, through an endpoint mapper (Win32: RpcEpResolveBinding).
+
+    Args:
+        interface: an ``@rpc.interface`` class; a server of the same major version and at
+            least its minor version is looked for.
+        host: None (or "" or ".") asks this machine's endpoint mapper (every binding,
+            ``ncalrpc`` first); a host name or address asks that host's network endpoint
+            mapper (TCP port ``$WINIPC_RPC_EPM_PORT``, 10135 by default) for the
+            ``ncacn_ip_tcp`` bindings reachable from here. The mapper is not authenticated:
+            pass ``tls=`` or ``auth=`` (used for the call, not the lookup) when the answer matters.
+        protseq: only bindings of this protocol sequence.
+        kwargs: for :class:`Binding` (``auth``, ``tls``, ``timeout``, ...).
 
     Raises:
         EndpointNotRegistered: (1753) no live server registered the interface and version.
+        ServerUnavailable: (1722) nothing answers as endpoint mapper on ``host``.
+        ProtseqNotSupported: ``protseq`` cannot be reached on another host (only ncacn_ip_tcp can).
     """
     spec = spec_of(interface)
+    if host is not None and host not in ("", "."):
+        if protseq not in (None, "ncacn_ip_tcp"):
+            raise W.ProtseqNotSupported(f"{protseq} on another host is not available: the network endpoint "
+                                        "mapper knows ncacn_ip_tcp bindings")
+        timeout = kwargs.get("connect_timeout", _mapper.LOOKUP_TIMEOUT)
+        remote = _mapper.remote_lookup(host, str(spec.uuid), spec.version[0], spec.version[1], timeout=timeout)
+        if not remote:
+            raise W.EndpointNotRegistered(f"no server on {host} registered {spec.name} {spec.version[0]}."
+                                          f"{spec.version[1]} ({spec.uuid}) on a binding reachable from here")
+        return Binding(remote[0], **kwargs)
     found = _epm.resolve(spec, protseq)
     if not found:
         raise W.EndpointNotRegistered(f"no server on this machine registered {spec.name} {spec.version[0]}."

@@ -15,7 +15,7 @@ from winipc import errors as W
 from winipc._backends import posix as B
 from winipc._core.security import SecurityAttributes
 from winipc._wire import rpc as wire
-from winipc.rpc import _epm
+from winipc.rpc import _epm, _mapper
 from winipc.rpc._binding import StringBinding
 from winipc.rpc._common import AuthLevel, Call, ClientInfo
 from winipc.rpc._conn import Conn, Registration
@@ -76,6 +76,7 @@ class RpcServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._epm: _epm.Registration | None = None
+        self._mapper: _mapper.Holder | None = None
 
     # ------------------------------------------------------------------ setup
     def register(self, impl: Any, interface: type | None = None, *, security: SecurityAttributes | None = None,
@@ -199,6 +200,9 @@ class RpcServer:
         if self._epm is not None:
             self._epm.close()
             self._epm = None
+        if self._mapper is not None:
+            self._mapper.close()
+            self._mapper = None
         for ep in eps:
             ep.listener.close()
         for ch in conns:
@@ -248,6 +252,24 @@ class RpcServer:
             self._epm = None
         if running and ifaces and bindings:
             self._epm = _epm.register(ifaces, bindings)
+        self._refresh_mapper(running and bool(ifaces))
+
+    def _refresh_mapper(self, serving: bool) -> None:
+        """Take part in the network endpoint mapper at the addresses served on TCP (see _mapper)."""
+        port = _mapper.epm_port() if serving else 0
+        with self._lock:
+            wanted = sorted({ep.binding.network_address or "0.0.0.0" for ep in self._endpoints
+                             if ep.binding.protseq == "ncacn_ip_tcp"}) if port else []
+        if "0.0.0.0" in wanted:  # every IPv4 address already: a second bind would never succeed
+            wanted = [a for a in wanted if a == "0.0.0.0" or ":" in a]
+        old = self._mapper
+        if old is not None and old.addresses == wanted and old.port == port:
+            return
+        self._mapper = None
+        if old is not None:
+            old.close()
+        if wanted:
+            self._mapper = _mapper.Holder(wanted, port)
 
     def _accept_loop(self, ep: _Endpoint) -> None:
         while self._running:
