@@ -358,3 +358,159 @@ def test_transactional_queues_keep_no_express_store() -> None:
 def test_constants_match_the_extension() -> None:
     assert (E.FIRST, E.KEY1, E.KEY2, E.AFTER, E.EXACT) == (X.FIRST, X.KEY1, X.KEY2, X.AFTER, X.EXACT)
     assert (E.LOCATE, E.PEEK, E.TAKE) == (X.LOCATE, X.PEEK, X.TAKE)
+
+
+# ------------------------------------------------------------------ deletion flag, records
+
+DELETE = """
+import sys
+from winipc import msmq
+msmq.delete_queue(sys.argv[1])
+print("deleted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("no_native", [False, True])
+def test_a_deletion_by_another_process_is_seen_through_the_store_flag(monkeypatch: pytest.MonkeyPatch,
+                                                                      no_native: bool) -> None:
+    """MQDeleteQueue in another process (also one without the extension: it sets the flag
+    with Python's mmap) sets the store's deleted flag: the handle's next send and receive
+    raise QueueDeleted with no folder check (ALIVE_RECHECK is an hour here)."""
+    monkeypatch.setattr(_local, "ALIVE_RECHECK", 3600.0)
+    path = r".\private$\express-deleted"
+    msmq.create_queue(path)
+    q = msmq.open(path, "send|receive")
+    try:
+        q.send(b"a", delivery=msmq.Delivery.EXPRESS)
+        assert bytes(q.receive(timeout=0).body) == b"a"  # the folder check ran: next one in an hour
+        shm = _shm_file(path)
+        env = dict(os.environ, WINIPC_NO_NATIVE="1") if no_native else dict(os.environ)
+        out = subprocess.run([sys.executable, "-c", DELETE, path], capture_output=True, text=True, timeout=60, env=env)
+        assert out.stdout.strip() == "deleted", out.stderr
+        assert not shm.exists()
+        assert q._store.express.deleted  # type: ignore[attr-defined]
+        with pytest.raises(W.QueueDeleted):
+            q.send(b"lost", delivery=msmq.Delivery.EXPRESS)
+        with pytest.raises(W.QueueDeleted):
+            q.receive(timeout=0)
+    finally:
+        q.close()
+
+
+def test_mark_deleted_sets_the_flag_the_extension_reads(store_file: tuple[str, int]) -> None:
+    s = X.XStore(store_file[1])
+    assert not s.deleted and X.DELETED_OFFSET == E.DELETED_OFFSET
+    assert E.mark_deleted(store_file[0])
+    assert s.deleted
+    assert not E.mark_deleted("/dev/null")  # not a store: refused
+
+
+def test_without_the_flag_the_folder_is_still_checked_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deleter that died between renaming the folder and setting the flag: the folder
+    check (every ALIVE_RECHECK seconds) still reports the deletion."""
+    monkeypatch.setattr(_local, "ALIVE_RECHECK", 0.0)
+    path = r".\private$\express-renamed"
+    msmq.create_queue(path)
+    folder = Path(_local._queue_dir(msmq.parse(path)))
+    aside = folder.with_name(".dead.test-" + folder.name)
+    q = msmq.open(path, "send")
+    try:
+        q.send(b"a", delivery=msmq.Delivery.EXPRESS)
+        folder.rename(aside)
+        try:
+            with pytest.raises(W.QueueDeleted):
+                q.send(b"b", delivery=msmq.Delivery.EXPRESS)
+        finally:
+            aside.rename(folder)
+    finally:
+        q.close()
+        msmq.delete_queue(path)
+
+
+RECEIVE_ALL = """
+import sys, json
+from winipc import msmq
+out = []
+with msmq.open(sys.argv[1], "receive") as q:
+    for _ in range(int(sys.argv[2])):
+        m = q.receive(timeout=10)
+        p = m.properties()
+        p["body"] = m.body.hex() if isinstance(m.body, bytes) else m.body
+        out.append(p)
+print(json.dumps(out))
+"""
+
+
+def test_every_property_survives_the_express_store_between_processes(queue: str) -> None:
+    admin = r".\private$\express-admin"
+    msmq.create_queue(admin)
+    try:
+        sent = []
+        with msmq.open(queue, "send") as s:
+            sent.append(s.send(b"\x00plain", delivery=msmq.Delivery.EXPRESS))
+            sent.append(s.send(b"fast", delivery=msmq.Delivery.EXPRESS, priority=6, label="l\u00e9",
+                               correlation_id="corr", app_specific=2**32 - 1,
+                               response_queue=admin, use_dead_letter=True))
+            sent.append(s.send({"k": [1, 2.5, "x"]}, delivery=msmq.Delivery.EXPRESS, priority=0,
+                               admin_queue=admin, acknowledge=msmq.Ack.NEGATIVE_RECEIVE,
+                               time_to_be_received=3600, time_to_reach_queue=10.5))
+        out = subprocess.run([sys.executable, "-c", RECEIVE_ALL, queue, "3"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        import json
+
+        got = {p["id"]: p for p in json.loads(out.stdout)}
+        assert len(got) == 3
+        for m in sent:
+            p = got[m.id]
+            want = m.properties()
+            want["body"] = m.body.hex() if isinstance(m.body, bytes) else m.body
+            assert p == want
+            assert E.is_express_lookup_id(p["lookup_id"])
+        # the journal keeps SQLite records (msgpack) of format-2 express messages
+        with msmq.open(queue + ";journal", "receive") as j:
+            copies = {j.receive(timeout=0).id for _ in range(3)}
+        assert copies == set(got)
+    finally:
+        msmq.delete_queue(admin)
+
+
+def test_format_1_records_of_an_older_store_are_still_read(queue: str) -> None:
+    from winipc.msmq import _message as M
+
+    with msmq.open(queue, "send") as s:
+        s.send(b"new", delivery=msmq.Delivery.EXPRESS)
+        xs = s._store.express  # type: ignore[attr-defined]
+        m = M.make_message(b"old", {"label": "v1", "delivery": msmq.Delivery.EXPRESS})
+        m.id, m.sent_time, m.destination_queue = M.new_message_id(), time.time(), queue
+        k1, k2, data, crc = E.encode(m, b"old")
+        assert data[4] != 2  # a msgpack map, not a format-2 record
+        xs.put(m.priority, k1, k2, 0.0, crc, data)
+    with msmq.open(queue, "receive") as q:
+        assert bytes(q.receive(timeout=0).body) == b"new"
+        old = q.receive(timeout=0)
+        assert (bytes(old.body), old.label, old.id) == (b"old", "v1", m.id)
+
+
+def test_a_damaged_format_2_record_is_refused(store_file: tuple[str, int]) -> None:
+    from winipc.msmq import _message as M
+
+    s = X.XStore(store_file[1])
+    m = M.make_message(b"body", {"label": "x", "delivery": msmq.Delivery.EXPRESS})
+    m.id, m.sent_time = M.new_message_id(), time.time()
+    E.put(s, m, b"body")
+    found = s.find(E.FIRST, b"", 8, 0, E.PEEK)
+    assert E.decode(found, "t").label == "x"
+    data = bytearray(found[6])
+    data[4 + 64] = 0xFF  # the id's length: past the record
+    forged = (*found[:3], X_crc(bytes(data)), found[4], found[5], bytes(data))  # a valid CRC
+    with pytest.raises(W.CorruptQueueError):
+        E.decode(forged, "t")
+    with pytest.raises(W.CorruptQueueError, match="checksum"):
+        E.decode((*found[:6], bytes(data)), "t")
+
+
+def X_crc(data: bytes) -> int:
+    import zlib
+
+    return zlib.crc32(data)

@@ -1011,6 +1011,24 @@ def resolve_ipv4(host: str) -> str | None:
     return str(infos[0][4][0]) if infos else None
 
 
+_host: str | None = None
+
+
+def _forget_host() -> None:
+    global _host
+    _host = None
+
+
+os.register_at_fork(after_in_child=_forget_host)
+
+
 def host_name() -> str:
-    """This host's name: ``WINIPC_HOSTNAME`` when set (tests give each netns host one), else the OS's."""
-    return os.environ.get("WINIPC_HOSTNAME") or socket.gethostname()
+    """This host's name: ``WINIPC_HOSTNAME`` when set (tests give each netns host one), else the OS's.
+
+    Read once per process (a forked child reads it again): a send stamps it on every
+    message, and the environment lookup and gethostname() cost more than the rest of a send."""
+    global _host
+    h = _host
+    if h is None:
+        h = _host = os.environ.get("WINIPC_HOSTNAME") or socket.gethostname()
+    return h

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,8 @@
 #include <unistd.h>
 
 #define XS_MAGIC "WXSTORE1"
-#define XS_VERSION 1u
+#define XS_VERSION 2u
+#define XS_VERSION_OLDEST 1u /* v1 stores (msgpack records only) are still opened */
 #define NPRI 8
 #define NONE 0xFFFFFFFFu
 #define BLOCK 512u
@@ -61,7 +63,7 @@ typedef struct {
     uint32_t nblocks;
     uint32_t data_off;
     uint32_t mutex_size;
-    uint32_t pad0;
+    _Atomic uint32_t deleted; /* offset 36: set by MQDeleteQueue before it unlinks the file */
     pthread_mutex_t lock;
     /* under lock */
     uint32_t brk;       /* blocks [0, brk) have been handed out at least once */
@@ -101,6 +103,7 @@ typedef struct {
 } Head;
 
 _Static_assert(sizeof(Head) == HEAD_HDR, "head layout");
+_Static_assert(offsetof(Header, deleted) == 36, "the deleted flag sits at a fixed offset (Python sets it too)");
 _Static_assert(sizeof(Header) <= DATA_OFF, "header fits its page");
 
 typedef struct {
@@ -415,13 +418,16 @@ static int XStore_init(XStore *self, PyObject *args, PyObject *kwds)
             h->head[p] = h->tail[p] = NONE;
         atomic_thread_fence(memory_order_release);
         memcpy(h->magic, XS_MAGIC, 8);
-    } else if (memcmp(h->magic, XS_MAGIC, 8) != 0 || h->version != XS_VERSION || h->block != BLOCK
+    } else if (memcmp(h->magic, XS_MAGIC, 8) != 0 || h->version < XS_VERSION_OLDEST || h->version > XS_VERSION
+               || h->block != BLOCK
                || h->size != size || h->nblocks != nblocks || h->data_off != DATA_OFF
                || h->mutex_size != sizeof(pthread_mutex_t)) {
         munmap(m, size);
         PyErr_SetString(PyExc_ValueError, "express store: not a store of this version (header does not match)");
         return -1;
     }
+    if (h->version < XS_VERSION)
+        h->version = XS_VERSION; /* a v1 store gets format-2 records from now on */
     self->base = m;
     self->size = size;
     self->h = h;
@@ -458,42 +464,43 @@ static PyObject *XStore_close(XStore *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* put(priority, key1, key2, expires, crc, data) -> (stamp, waiters) */
-static PyObject *XStore_put(XStore *self, PyObject *args)
+typedef struct {
+    const char *buf;
+    uint64_t len;
+} Seg;
+
+/* Store one message whose data is the concatenation of segs[0..nseg); returns 0 and sets
+ * *stamp_out and *waiters_out, or -1 with an exception set. */
+static int do_put(XStore *self, int pri, const char *k1, uint64_t k1len, const char *k2, uint64_t k2len,
+                  const Seg *segs, int nseg, double expires, uint32_t crc, uint64_t *stamp_out, uint32_t *waiters_out)
 {
-    int pri;
-    Py_buffer k1, k2, data;
-    double expires;
-    unsigned int crc;
-    if (check_open(self) < 0)
-        return NULL;
-    if (!PyArg_ParseTuple(args, "iy*y*dIy*", &pri, &k1, &k2, &expires, &crc, &data))
-        return NULL;
-    PyObject *res = NULL;
+    uint64_t dlen = 0;
+    for (int g = 0; g < nseg; g++)
+        dlen += segs[g].len;
     if (pri < 0 || pri >= NPRI) {
         PyErr_Format(PyExc_ValueError, "priority=%d: 0..7", pri);
-        goto out;
+        return -1;
     }
-    if ((uint64_t)k1.len > MAX_KEY || (uint64_t)k2.len > MAX_KEY) {
+    if (k1len > MAX_KEY || k2len > MAX_KEY) {
         PyErr_Format(PyExc_ValueError, "keys are at most %u bytes", MAX_KEY);
-        goto out;
+        return -1;
     }
-    if ((uint64_t)data.len > 0xFFFFFFFFull) {
+    if (dlen > 0xFFFFFFFFull) {
         PyErr_SetString(PyExc_ValueError, "data over 4 GiB");
-        goto out;
+        return -1;
     }
-    uint64_t total = (uint64_t)k1.len + (uint64_t)k2.len + (uint64_t)data.len;
+    uint64_t total = k1len + k2len + dlen;
     uint32_t need = chain_blocks(total);
     if (lock(self) < 0)
-        goto out;
+        return -1;
     Header *h = self->h;
     if (h->brk > self->nblocks || (uint64_t)h->nfree + (self->nblocks - h->brk) < need) {
         uint64_t avail = h->brk > self->nblocks ? 0 : (uint64_t)h->nfree + (self->nblocks - h->brk);
         unlock(self);
         PyErr_Format(FullError, "express store full: %llu bytes need %u blocks of %u, %llu free (store of %llu bytes)",
-                     (unsigned long long)data.len, need, BLOCK, (unsigned long long)avail,
+                     (unsigned long long)dlen, need, BLOCK, (unsigned long long)avail,
                      (unsigned long long)self->size);
-        goto out;
+        return -1;
     }
     /* allocate the chain */
     uint32_t first = NONE, prev = NONE;
@@ -512,7 +519,7 @@ static PyObject *XStore_put(XStore *self, PyObject *args)
             unlock(self);
             if (rc == 0)
                 corrupt("the free list disagreed with its count (rebuilt; send again)");
-            goto out;
+            return -1;
         }
         Blk *b = blk(self, i);
         b->state = k == 0 ? ST_WRITING : ST_CONT;
@@ -525,9 +532,9 @@ static PyObject *XStore_put(XStore *self, PyObject *args)
     }
     CRASH_AT(1);
     Head *hd = head_of(self, first);
-    hd->k1len = (uint16_t)k1.len;
-    hd->k2len = (uint16_t)k2.len;
-    hd->len = (uint32_t)data.len;
+    hd->k1len = (uint16_t)k1len;
+    hd->k2len = (uint16_t)k2len;
+    hd->len = (uint32_t)dlen;
     hd->crc = crc;
     hd->pri = (uint8_t)pri;
     hd->expires = expires;
@@ -538,16 +545,21 @@ static PyObject *XStore_put(XStore *self, PyObject *args)
         stamp = h->last_stamp + 1;
     h->last_stamp = stamp;
     hd->stamp = stamp;
-    if (chain_io(self, first, 0, k1.buf, (uint64_t)k1.len, IO_WRITE) < 0
-        || chain_io(self, first, (uint64_t)k1.len, k2.buf, (uint64_t)k2.len, IO_WRITE) < 0
-        || chain_io(self, first, (uint64_t)k1.len + (uint64_t)k2.len, data.buf, (uint64_t)data.len, IO_WRITE) < 0) {
+    int bad = chain_io(self, first, 0, (char *)k1, k1len, IO_WRITE) < 0
+              || chain_io(self, first, k1len, (char *)k2, k2len, IO_WRITE) < 0;
+    uint64_t off = k1len + k2len;
+    for (int g = 0; !bad && g < nseg; g++) {
+        bad = chain_io(self, first, off, (char *)segs[g].buf, segs[g].len, IO_WRITE) < 0;
+        off += segs[g].len;
+    }
+    if (bad) {
         free_chain(self, first);
         unlock(self);
-        goto out;
+        return -1;
     }
     list_append(self, first);
     h->count++;
-    h->bytes += (uint64_t)data.len;
+    h->bytes += dlen;
     CRASH_AT(2);
     atomic_thread_fence(memory_order_release);
     hd->b.state = ST_HEAD; /* the commit point of a put */
@@ -555,9 +567,28 @@ static PyObject *XStore_put(XStore *self, PyObject *args)
     unlock(self);
     atomic_fetch_add(&h->changes, 1);
     atomic_thread_fence(memory_order_seq_cst); /* Dekker with wait_begin: publish, then look */
-    uint32_t w = atomic_load(&h->waiters);
-    res = Py_BuildValue("(KI)", (unsigned long long)stamp, w);
-out:
+    *waiters_out = atomic_load(&h->waiters);
+    *stamp_out = stamp;
+    return 0;
+}
+
+/* put(priority, key1, key2, expires, crc, data) -> (stamp, waiters) */
+static PyObject *XStore_put(XStore *self, PyObject *args)
+{
+    int pri;
+    Py_buffer k1, k2, data;
+    double expires;
+    unsigned int crc;
+    if (check_open(self) < 0)
+        return NULL;
+    if (!PyArg_ParseTuple(args, "iy*y*dIy*", &pri, &k1, &k2, &expires, &crc, &data))
+        return NULL;
+    PyObject *res = NULL;
+    Seg seg = {data.buf, (uint64_t)data.len};
+    uint64_t stamp;
+    uint32_t w;
+    if (do_put(self, pri, k1.buf, (uint64_t)k1.len, k2.buf, (uint64_t)k2.len, &seg, 1, expires, crc, &stamp, &w) == 0)
+        res = Py_BuildValue("(KI)", (unsigned long long)stamp, w);
     PyBuffer_Release(&k1);
     PyBuffer_Release(&k2);
     PyBuffer_Release(&data);
@@ -873,6 +904,453 @@ static PyObject *XStore_get_closed(XStore *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->base == NULL);
 }
 
+/* ------------------------------------------------------------------ records (format 2)
+ *
+ * A message's data is u32 record length | record | body; the head's crc is the CRC-32
+ * (zlib's) of the whole data. Format-2 records (docs/wire/msmq-express.md):
+ *
+ *   0 u8 format (2)   1 u8 flags   2 u8 priority   3 u8 delivery   4 u8 acknowledge   5 u8 0
+ *   6 u16 message_class   8 u32 app_specific   12 u32 abort_count   16 i64 sender_pid
+ *   24 i64 sender_uid   32 f64 sent_time   40 f64 arrived_time   48 f64 time_to_reach_queue
+ *   56 f64 time_to_be_received   64 seven strings (u32 length, 0xFFFFFFFF for None; UTF-8):
+ *   id, label, correlation_id, response_queue, admin_queue, source_machine, destination_queue
+ */
+
+#define REC_FORMAT 2
+#define REC_FIXED 64
+#define F_DEAD_LETTER 1
+#define F_TRANSACTIONAL 2
+#define F_TTRQ 4
+#define F_TTBR 8
+#define F_MSGPACK 16
+#define F_ALL 31
+#define NSTR 7
+#define NO_STR 0xFFFFFFFFu
+#define MAX_REC 65536u
+
+static uint32_t crc_tab[8][256];
+
+static void crc_init(void)
+{
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_tab[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++)
+        for (int t = 1; t < 8; t++)
+            crc_tab[t][n] = crc_tab[0][crc_tab[t - 1][n] & 0xFF] ^ (crc_tab[t - 1][n] >> 8);
+}
+
+/* zlib's crc32(): crc_update(0, ...) of the whole equals zlib.crc32(data) */
+static uint32_t crc_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint32_t c = ~crc;
+    while (n && ((uintptr_t)p & 7)) {
+        c = crc_tab[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+        n--;
+    }
+    while (n >= 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + 4, 4);
+        a ^= c;
+        c = crc_tab[7][a & 0xFF] ^ crc_tab[6][(a >> 8) & 0xFF] ^ crc_tab[5][(a >> 16) & 0xFF] ^ crc_tab[4][a >> 24]
+            ^ crc_tab[3][b & 0xFF] ^ crc_tab[2][(b >> 8) & 0xFF] ^ crc_tab[1][(b >> 16) & 0xFF] ^ crc_tab[0][b >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = crc_tab[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return ~c;
+}
+
+/* interned field names, in Message's order of the strings above */
+enum {
+    K_ID, K_LABEL, K_CORR, K_RESPQ, K_ADMINQ, K_SOURCE, K_DEST,
+    K_PRI, K_DELIVERY, K_ACK, K_CLASS, K_APP, K_ABORTS, K_PID, K_UID, K_SENT, K_ARRIVED, K_TTRQ, K_TTBR,
+    K_DEADLETTER, K_TX, K_BODYTYPE, K_BODY, K_LOOKUP, K_NKEYS
+};
+static const char *key_names[K_NKEYS] = {
+    "id", "label", "correlation_id", "response_queue", "admin_queue", "source_machine", "destination_queue",
+    "priority", "delivery", "acknowledge", "message_class", "app_specific", "abort_count", "sender_pid",
+    "sender_uid", "sent_time", "arrived_time", "time_to_reach_queue", "time_to_be_received", "use_dead_letter",
+    "transactional", "body_type", "body", "lookup_id",
+};
+static PyObject *keys[K_NKEYS];
+/* set by configure(): the Message class, its defaults, enum members by value, body types */
+static PyObject *empty_tuple, *msg_cls, *msg_defaults, *deliveries, *acks, *classes, *bt_bytes, *bt_msgpack, *dict_name;
+
+static int fail_field(const char *name, const char *what)
+{
+    PyErr_Format(PyExc_TypeError, "message property %s: %s", name, what);
+    return -1;
+}
+
+static PyObject *field(PyObject *d, int k)
+{
+    PyObject *v = PyDict_GetItemWithError(d, keys[k]); /* borrowed */
+    if (!v && !PyErr_Occurred())
+        PyErr_Format(PyExc_KeyError, "message property %s missing", key_names[k]);
+    return v;
+}
+
+static int get_int(PyObject *d, int k, long long lo, long long hi, long long *out)
+{
+    PyObject *v = field(d, k);
+    if (!v)
+        return -1;
+    if (!PyLong_Check(v))
+        return fail_field(key_names[k], "not an int");
+    int over = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &over);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (over || x < lo || x > hi) {
+        PyErr_Format(PyExc_ValueError, "message property %s out of range", key_names[k]);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* a float field, or (optional) None: *present 0 */
+static int get_float(PyObject *d, int k, int optional, double *out, int *present)
+{
+    PyObject *v = field(d, k);
+    if (!v)
+        return -1;
+    *present = 1;
+    *out = 0.0;
+    if (v == Py_None && optional) {
+        *present = 0;
+        return 0;
+    }
+    if (PyFloat_Check(v) || PyLong_Check(v)) { /* stored as a double, read back as a float */
+        *out = PyFloat_AsDouble(v);
+        return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+    }
+    return fail_field(key_names[k], "not a number");
+}
+
+static inline void put_u16(unsigned char *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint16_t get_u16(const unsigned char *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* put_message(fields, body, key1, key2) -> (stamp, waiters): encode a Message's attribute
+ * dict (checked: exact types, ranges) as a format-2 record and store it with ``body`` */
+static PyObject *XStore_put_message(XStore *self, PyObject *args)
+{
+    PyObject *d;
+    Py_buffer body, k1, k2;
+    if (check_open(self) < 0)
+        return NULL;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*", &PyDict_Type, &d, &body, &k1, &k2))
+        return NULL;
+    PyObject *res = NULL;
+    const char *str[NSTR];
+    Py_ssize_t slen[NSTR];
+    unsigned char fixed[4 + REC_FIXED];
+    unsigned char *rec = NULL;
+    uint64_t total = REC_FIXED;
+    for (int k = 0; k < NSTR; k++) {
+        PyObject *v = field(d, k);
+        if (!v)
+            goto out;
+        if (v == Py_None && (k == K_CORR || k == K_RESPQ || k == K_ADMINQ)) {
+            str[k] = NULL;
+            slen[k] = 0;
+        } else if (PyUnicode_Check(v)) {
+            str[k] = PyUnicode_AsUTF8AndSize(v, &slen[k]);
+            if (!str[k])
+                goto out;
+        } else {
+            fail_field(key_names[k], "not a str");
+            goto out;
+        }
+        total += 4 + (uint64_t)slen[k];
+    }
+    if (total > MAX_REC) {
+        PyErr_SetString(PyExc_ValueError, "message properties over 64 KiB");
+        goto out;
+    }
+    long long pri, delivery, ack, cls, app, aborts, pid, uid;
+    double sent, arrived, ttrq, ttbr;
+    int has_sent, has_arr, has_ttrq, has_ttbr;
+    if (get_int(d, K_PRI, 0, NPRI - 1, &pri) < 0 || get_int(d, K_DELIVERY, 0, 255, &delivery) < 0
+        || get_int(d, K_ACK, 0, 255, &ack) < 0 || get_int(d, K_CLASS, 0, 0xFFFF, &cls) < 0
+        || get_int(d, K_APP, 0, 0xFFFFFFFFll, &app) < 0 || get_int(d, K_ABORTS, 0, 0xFFFFFFFFll, &aborts) < 0
+        || get_int(d, K_PID, INT64_MIN, INT64_MAX, &pid) < 0 || get_int(d, K_UID, INT64_MIN, INT64_MAX, &uid) < 0
+        || get_float(d, K_SENT, 0, &sent, &has_sent) < 0 || get_float(d, K_ARRIVED, 0, &arrived, &has_arr) < 0
+        || get_float(d, K_TTRQ, 1, &ttrq, &has_ttrq) < 0 || get_float(d, K_TTBR, 1, &ttbr, &has_ttbr) < 0)
+        goto out;
+    int flags = (has_ttrq ? F_TTRQ : 0) | (has_ttbr ? F_TTBR : 0);
+    PyObject *v;
+    if (!(v = field(d, K_DEADLETTER)))
+        goto out;
+    if (!PyBool_Check(v)) {
+        fail_field("use_dead_letter", "not a bool");
+        goto out;
+    }
+    flags |= v == Py_True ? F_DEAD_LETTER : 0;
+    if (!(v = field(d, K_TX)))
+        goto out;
+    if (!PyBool_Check(v)) {
+        fail_field("transactional", "not a bool");
+        goto out;
+    }
+    flags |= v == Py_True ? F_TRANSACTIONAL : 0;
+    if (!(v = field(d, K_BODYTYPE)))
+        goto out;
+    if (!PyUnicode_CheckExact(v)) {
+        fail_field("body_type", "not a str");
+        goto out;
+    }
+    if (PyUnicode_Compare(v, bt_msgpack) == 0)
+        flags |= F_MSGPACK;
+    else if (PyUnicode_Compare(v, bt_bytes) != 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "message property body_type: bytes or msgpack");
+        goto out;
+    }
+    rec = malloc(total - REC_FIXED + 1);
+    if (!rec) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    unsigned char *f = fixed + 4;
+    put_u32(fixed, (uint32_t)total);
+    memset(f, 0, REC_FIXED);
+    f[0] = REC_FORMAT;
+    f[1] = (unsigned char)flags;
+    f[2] = (unsigned char)pri;
+    f[3] = (unsigned char)delivery;
+    f[4] = (unsigned char)ack;
+    put_u16(f + 6, (uint16_t)cls);
+    put_u32(f + 8, (uint32_t)app);
+    put_u32(f + 12, (uint32_t)aborts);
+    put_u64(f + 16, (uint64_t)pid);
+    put_u64(f + 24, (uint64_t)uid);
+    memcpy(f + 32, &sent, 8);
+    memcpy(f + 40, &arrived, 8);
+    memcpy(f + 48, &ttrq, 8);
+    memcpy(f + 56, &ttbr, 8);
+    unsigned char *q = rec;
+    for (int k = 0; k < NSTR; k++) {
+        put_u32(q, str[k] ? (uint32_t)slen[k] : NO_STR);
+        q += 4;
+        if (str[k]) {
+            memcpy(q, str[k], (size_t)slen[k]);
+            q += slen[k];
+        }
+    }
+    uint32_t crc = crc_update(0, fixed, sizeof fixed);
+    crc = crc_update(crc, rec, (size_t)(q - rec));
+    crc = crc_update(crc, body.buf, (size_t)body.len);
+    Seg segs[3] = {{(const char *)fixed, sizeof fixed}, {(const char *)rec, (uint64_t)(q - rec)},
+                   {body.buf, (uint64_t)body.len}};
+    double expires = has_ttbr ? sent + ttbr : 0.0;
+    uint64_t stamp;
+    uint32_t w;
+    if (do_put(self, (int)pri, k1.buf, (uint64_t)k1.len, k2.buf, (uint64_t)k2.len, segs, 3, expires, crc, &stamp, &w) == 0)
+        res = Py_BuildValue("(KI)", (unsigned long long)stamp, w);
+out:
+    free(rec);
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&k1);
+    PyBuffer_Release(&k2);
+    return res;
+}
+
+static int dset(PyObject *d, int k, PyObject *v) /* steals v */
+{
+    if (!v)
+        return -1;
+    int rc = PyDict_SetItem(d, keys[k], v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static PyObject *bad_record(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "express record: %s", what);
+    return NULL;
+}
+
+/* decode(data, crc, stamp, priority) -> Message, or None for a record of format 1 (msgpack:
+ * decoded in Python). ValueError when the CRC, a length, a type or a value is wrong; the
+ * body is the stored bytes (a msgpack body is decoded by the caller, body_type says so). */
+static PyObject *xs_decode(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    Py_buffer data;
+    unsigned int crc;
+    unsigned long long stamp;
+    int pri;
+    if (!msg_cls)
+        return PyErr_Format(PyExc_RuntimeError, "configure() first");
+    if (!PyArg_ParseTuple(args, "y*IKi", &data, &crc, &stamp, &pri))
+        return NULL;
+    PyObject *res = NULL, *d = NULL, *m = NULL;
+    const unsigned char *p = data.buf;
+    uint64_t n = (uint64_t)data.len;
+    if (crc_update(0, p, (size_t)n) != crc) {
+        PyErr_Format(PyExc_ValueError, "express message %llu fails its checksum", stamp);
+        goto out;
+    }
+    if (n < 4 || get_u32(p) > n - 4) {
+        bad_record("bad record length");
+        goto out;
+    }
+    uint32_t rlen = get_u32(p);
+    if (rlen == 0 || p[4] != REC_FORMAT) {
+        res = Py_NewRef(Py_None); /* format 1: msgpack */
+        goto out;
+    }
+    const unsigned char *f = p + 4;
+    if (rlen < REC_FIXED || (f[1] & ~F_ALL) || f[5] != 0) {
+        bad_record("bad fixed part");
+        goto out;
+    }
+    if (f[2] != pri) {
+        bad_record("record and store disagree");
+        goto out;
+    }
+    d = PyDict_Copy(msg_defaults);
+    if (!d)
+        goto out;
+    const unsigned char *q = f + REC_FIXED, *end = f + rlen;
+    for (int k = 0; k < NSTR; k++) {
+        if (end - q < 4) {
+            bad_record("strings run past the record");
+            goto out;
+        }
+        uint32_t L = get_u32(q);
+        q += 4;
+        PyObject *v;
+        if (L == NO_STR) {
+            if (k != K_CORR && k != K_RESPQ && k != K_ADMINQ) {
+                bad_record("a required string is missing");
+                goto out;
+            }
+            v = Py_NewRef(Py_None);
+        } else {
+            if ((uint64_t)(end - q) < L) {
+                bad_record("strings run past the record");
+                goto out;
+            }
+            v = PyUnicode_DecodeUTF8((const char *)q, L, "strict");
+            q += L;
+            if (!v) {
+                PyErr_Clear();
+                bad_record("a string is not UTF-8");
+                goto out;
+            }
+        }
+        if (dset(d, k, v) < 0)
+            goto out;
+    }
+    if (q != end) {
+        bad_record("bytes after the strings");
+        goto out;
+    }
+    PyObject *key, *member;
+    if (!(key = PyLong_FromLong(f[3])))
+        goto out;
+    member = PyDict_GetItemWithError(deliveries, key);
+    Py_DECREF(key);
+    if (!member) {
+        if (!PyErr_Occurred())
+            bad_record("delivery out of range");
+        goto out;
+    }
+    if (PyDict_SetItem(d, keys[K_DELIVERY], member) < 0 || !(key = PyLong_FromLong(f[4])))
+        goto out;
+    member = PyDict_GetItemWithError(acks, key);
+    Py_DECREF(key);
+    if (!member) {
+        if (!PyErr_Occurred())
+            bad_record("acknowledge out of range");
+        goto out;
+    }
+    if (PyDict_SetItem(d, keys[K_ACK], member) < 0 || !(key = PyLong_FromLong(get_u16(f + 6))))
+        goto out;
+    member = PyDict_GetItemWithError(classes, key);
+    Py_DECREF(key);
+    if (!member) {
+        if (!PyErr_Occurred())
+            bad_record("message class out of range");
+        goto out;
+    }
+    if (PyDict_SetItem(d, keys[K_CLASS], member) < 0)
+        goto out;
+    double sent, arrived, ttrq, ttbr;
+    memcpy(&sent, f + 32, 8);
+    memcpy(&arrived, f + 40, 8);
+    memcpy(&ttrq, f + 48, 8);
+    memcpy(&ttbr, f + 56, 8);
+    int fl = f[1];
+    if (dset(d, K_PRI, PyLong_FromLong(f[2])) < 0 || dset(d, K_APP, PyLong_FromUnsignedLong(get_u32(f + 8))) < 0
+        || dset(d, K_ABORTS, PyLong_FromUnsignedLong(get_u32(f + 12))) < 0
+        || dset(d, K_PID, PyLong_FromLongLong((long long)get_u64(f + 16))) < 0
+        || dset(d, K_UID, PyLong_FromLongLong((long long)get_u64(f + 24))) < 0
+        || dset(d, K_SENT, PyFloat_FromDouble(sent)) < 0 || dset(d, K_ARRIVED, PyFloat_FromDouble(arrived)) < 0
+        || dset(d, K_TTRQ, fl & F_TTRQ ? PyFloat_FromDouble(ttrq) : Py_NewRef(Py_None)) < 0
+        || dset(d, K_TTBR, fl & F_TTBR ? PyFloat_FromDouble(ttbr) : Py_NewRef(Py_None)) < 0
+        || dset(d, K_DEADLETTER, PyBool_FromLong(fl & F_DEAD_LETTER)) < 0
+        || dset(d, K_TX, PyBool_FromLong(fl & F_TRANSACTIONAL)) < 0
+        || PyDict_SetItem(d, keys[K_BODYTYPE], fl & F_MSGPACK ? bt_msgpack : bt_bytes) < 0
+        || dset(d, K_BODY, PyBytes_FromStringAndSize((const char *)end, (Py_ssize_t)(p + n - end))) < 0
+        || dset(d, K_LOOKUP, PyLong_FromUnsignedLongLong(stamp)) < 0)
+        goto out;
+    m = PyBaseObject_Type.tp_new((PyTypeObject *)msg_cls, empty_tuple, NULL);
+    if (!m)
+        goto out;
+    if (PyObject_SetAttr(m, dict_name, d) < 0)
+        goto out;
+    res = Py_NewRef(m);
+out:
+    Py_XDECREF(m);
+    Py_XDECREF(d);
+    PyBuffer_Release(&data);
+    return res;
+}
+
+/* configure(Message, defaults, deliveries, acks, classes, "bytes", "msgpack") */
+static PyObject *xs_configure(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    PyObject *c, *df, *dv, *ak, *cl, *bb, *bm;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!UU", &PyType_Type, &c, &PyDict_Type, &df, &PyDict_Type, &dv, &PyDict_Type,
+                          &ak, &PyDict_Type, &cl, &bb, &bm))
+        return NULL;
+    Py_XSETREF(msg_cls, Py_NewRef(c));
+    Py_XSETREF(msg_defaults, Py_NewRef(df));
+    Py_XSETREF(deliveries, Py_NewRef(dv));
+    Py_XSETREF(acks, Py_NewRef(ak));
+    Py_XSETREF(classes, Py_NewRef(cl));
+    Py_XSETREF(bt_bytes, Py_NewRef(bb));
+    Py_XSETREF(bt_msgpack, Py_NewRef(bm));
+    Py_RETURN_NONE;
+}
+
+static PyObject *XStore_mark_deleted(XStore *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    atomic_store(&self->h->deleted, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *XStore_get_deleted(XStore *self, void *Py_UNUSED(closure))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyBool_FromLong(atomic_load_explicit(&self->h->deleted, memory_order_acquire) != 0);
+}
+
 static PyMethodDef XStore_methods[] = {
     {"put", (PyCFunction)XStore_put, METH_VARARGS,
      "put(priority, key1, key2, expires, crc, data) -> (stamp, waiters): store one message."},
@@ -887,6 +1365,10 @@ static PyMethodDef XStore_methods[] = {
      "stop counting this receiver as waiting (nothing once closed: close ends them all)."},
     {"bump_gen", (PyCFunction)XStore_bump_gen, METH_NOARGS, "bump_gen() -> (gen, waiters)."},
     {"close", (PyCFunction)XStore_close, METH_NOARGS, "unmap the store."},
+    {"put_message", (PyCFunction)XStore_put_message, METH_VARARGS,
+     "put_message(fields, body, key1, key2) -> (stamp, waiters): store a Message's attribute dict "
+     "as a format-2 record with its body."},
+    {"mark_deleted", (PyCFunction)XStore_mark_deleted, METH_NOARGS, "set the header's deleted flag (MQDeleteQueue)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -895,6 +1377,7 @@ static PyGetSetDef XStore_getset[] = {
     {"changes", (getter)XStore_get_changes, NULL, "puts and takes so far", NULL},
     {"waiters", (getter)XStore_get_waiters, NULL, "receivers waiting", NULL},
     {"closed", (getter)XStore_get_closed, NULL, "unmapped", NULL},
+    {"deleted", (getter)XStore_get_deleted, NULL, "the queue was deleted (the header's flag)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -922,6 +1405,10 @@ static PyObject *set_crash_point(PyObject *Py_UNUSED(mod), PyObject *arg)
 static PyMethodDef module_methods[] = {
     {"_set_crash_point", set_crash_point, METH_O,
      "tests only: exit (77) holding the lock at point n (1-3 in put, 4-5 in take); 0 = never."},
+    {"decode", xs_decode, METH_VARARGS,
+     "decode(data, crc, stamp, priority) -> Message | None (a format-1 record); ValueError when damaged."},
+    {"configure", xs_configure, METH_VARARGS,
+     "configure(Message, defaults, deliveries, acks, classes, 'bytes', 'msgpack'): what decode builds."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -934,6 +1421,14 @@ PyMODINIT_FUNC PyInit__xstore(void)
 {
     if (PyType_Ready(&XStoreType) < 0)
         return NULL;
+    crc_init();
+    for (int k = 0; k < K_NKEYS; k++)
+        if (!keys[k] && !(keys[k] = PyUnicode_InternFromString(key_names[k])))
+            return NULL;
+    if (!dict_name && !(dict_name = PyUnicode_InternFromString("__dict__")))
+        return NULL;
+    if (!empty_tuple && !(empty_tuple = PyTuple_New(0)))
+        return NULL;
     PyObject *m = PyModule_Create(&xstore_module);
     if (!m)
         return NULL;
@@ -941,7 +1436,8 @@ PyMODINIT_FUNC PyInit__xstore(void)
     if (!FullError || PyModule_AddObjectRef(m, "Full", FullError) < 0
         || PyModule_AddObjectRef(m, "XStore", (PyObject *)&XStoreType) < 0
         || PyModule_AddIntConstant(m, "BLOCK", BLOCK) < 0 || PyModule_AddIntConstant(m, "DATA_OFF", DATA_OFF) < 0
-        || PyModule_AddIntConstant(m, "MAX_KEY", MAX_KEY) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_KEY", MAX_KEY) < 0 || PyModule_AddIntConstant(m, "VERSION", XS_VERSION) < 0
+        || PyModule_AddIntConstant(m, "DELETED_OFFSET", offsetof(Header, deleted)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

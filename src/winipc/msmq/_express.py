@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import mmap
 import os
 import secrets
 import stat
@@ -41,6 +42,8 @@ try:
     from winipc._native import _xstore as X
 except ImportError:  # not built here (macOS, no compiler) or switched off
     X = None  # type: ignore[assignment]
+else:  # what X.decode builds: Messages with these defaults and enum members
+    X.configure(M.Message, M._DEFAULTS, M._DELIVERIES, M._ACKS, M._CLASSES, M.BODY_BYTES, M.BODY_MSGPACK)
 
 #: find() modes and operations (the extension's FIRST.. and LOCATE.. values)
 FIRST, KEY1, KEY2, AFTER, EXACT = range(5)
@@ -54,6 +57,10 @@ TOKEN_FILE = "express"
 _PREFIX = "winipc-msmq."
 _LEN = struct.Struct("<I")
 _MAX_TOKEN = 256
+#: The header's magic and the offset of its ``deleted`` flag (u32; docs/wire/msmq-express.md).
+MAGIC = b"WXSTORE1"
+DELETED_OFFSET = 36
+HEADER_SIZE = 4096
 
 
 #: Express lookup ids are arrival stamps (ns since the epoch), far above SQLite's row ids.
@@ -117,11 +124,13 @@ def _write_token(folder: str) -> str:
     return got
 
 
-def _open_shm(name: str, owner: int) -> Any:
+def _open_shm(name: str, owner: int) -> tuple[Any, bool]:
+    """(the store, whether this call made its file)."""
     shm = B.shm_dir()
     if shm is None:
         raise W.NotSupported("express store: no /dev/shm")
     path = os.path.join(shm, name)
+    made = False
     for _attempt in range(3):
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -136,7 +145,7 @@ def _open_shm(name: str, owner: int) -> Any:
                     raise W.QueueAccessDenied(
                         f"express store {path} is not the queue owner's private file; refused")
                 try:
-                    return X.XStore(fd)
+                    return X.XStore(fd), made
                 except ValueError as exc:
                     raise W.CorruptQueueError(f"express store {path}: {exc}") from None
             finally:
@@ -151,20 +160,71 @@ def _open_shm(name: str, owner: int) -> Any:
             X.XStore(fd, True).close()
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
+                made = True
         finally:
             os.close(fd)
             os.unlink(tmp)
     raise W.MessageStorageFailed(f"express store {path}: could not be opened")
 
 
-def open_store(folder: str, owner: int) -> Any:
-    """The queue's :class:`XStore` (made on first use), or raises MsmqError."""
+def open_store(folder: str, owner: int, ino: int) -> Any:
+    """The queue's :class:`XStore` (made on first use), or raises MsmqError.
+
+    ``ino`` is the folder's inode seen by the caller: when the folder is no longer that one
+    once the store is open, the queue was deleted meanwhile (QueueNotFound; a store this
+    call made after the deleter's unlink is removed again)."""
     name = _read_token(folder) or _write_token(folder)
-    return _open_shm(name, owner)
+    xs, made = _open_shm(name, owner)
+    try:
+        gone = xs.deleted or os.lstat(folder).st_ino != ino
+    except FileNotFoundError:
+        gone = True
+    if gone:
+        xs.close()
+        if made and not _still_named(folder, name):  # made after MQDeleteQueue unlinked it
+            shm = B.shm_dir()
+            if shm is not None:
+                B.unlink_owned(os.path.join(shm, name), owner)
+        raise W.QueueNotFound(f"{folder}: the queue was deleted")
+    return xs
+
+
+def _still_named(folder: str, name: str) -> bool:
+    """True while the queue at ``folder`` (maybe created again) names the store ``name``."""
+    try:
+        return _read_token(folder) == name
+    except (W.WinIPCError, OSError):
+        return False
+
+
+def mark_deleted(path: str) -> bool:
+    """Set the ``deleted`` flag of the store file ``path`` (True when set).
+
+    Plain Python (mmap), so a process without the extension (``WINIPC_NO_NATIVE=1``)
+    deleting the queue still tells every process that maps the store. The file must be a
+    regular file (not followed if a link) with the store's magic."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < HEADER_SIZE:
+            return False
+        with mmap.mmap(fd, HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
+            if mm[:len(MAGIC)] != MAGIC:
+                return False
+            mm[DELETED_OFFSET:DELETED_OFFSET + 4] = _LEN.pack(1)  # aligned: one 4-byte store
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def remove_store(folder: str) -> None:
-    """Unlink the /dev/shm file of the queue in ``folder`` (its deletion)."""
+    """MQDeleteQueue's part: flag the store of the queue in ``folder`` deleted (every process
+    mapping it sees that on its next operation), then unlink the /dev/shm file."""
     shm = B.shm_dir()
     if shm is None:
         return
@@ -173,8 +233,12 @@ def remove_store(folder: str) -> None:
     except W.WinIPCError:
         return
     if name is not None:
+        path = os.path.join(shm, name)
         with contextlib.suppress(OSError):
-            B.unlink_owned(os.path.join(shm, name), os.lstat(folder).st_uid)
+            owner = os.lstat(folder).st_uid
+            if os.lstat(path).st_uid == owner:
+                mark_deleted(path)
+            B.unlink_owned(path, owner)
 
 
 def translate(exc: BaseException, where: str) -> W.WinIPCError:
@@ -187,11 +251,20 @@ def translate(exc: BaseException, where: str) -> W.WinIPCError:
 
 
 # ------------------------------------------------------------------------- records
-# data = u32 length of the property record | property record (msgpack) | body
+# data = u32 length of the property record | property record | body; the record is format 2
+# (fixed binary, written and read by the extension) or, in stores written by winipc before
+# it, format 1 (a msgpack map as in the SQLite store)
+
+
+def put(xs: Any, m: M.Message, body: bytes) -> tuple[int, int]:
+    """Store ``m`` (its properties checked: exact types and ranges) with the stored
+    ``body`` bytes; returns (stamp, waiters). Raises the extension's errors (see translate)."""
+    cid = m.correlation_id
+    return xs.put_message(m.__dict__, body, message_key(m.id), b"" if cid is None else message_key(cid))  # type: ignore[no-any-return]
 
 
 def encode(m: M.Message, body: bytes) -> tuple[bytes, bytes, bytes, int]:
-    """(key 1, key 2, data, crc) of a message ready to store."""
+    """(key 1, key 2, data, crc) of a message with a format-1 (msgpack) record."""
     props = msgpack.packb(M.to_record(m), use_bin_type=True)
     data = b"".join((_LEN.pack(len(props)), props, body))
     k2 = b"" if m.correlation_id is None else message_key(m.correlation_id)
@@ -200,6 +273,19 @@ def encode(m: M.Message, body: bytes) -> tuple[bytes, bytes, bytes, int]:
 
 def decode(found: tuple[Any, ...], where: str) -> M.Message:
     """The Message of a ``find`` result; raises CorruptQueueError on any mismatch."""
+    stamp, pri, _expires, crc, _k1, _k2, data = found
+    try:
+        m = X.decode(data, crc, stamp, pri)
+    except ValueError as exc:
+        raise W.CorruptQueueError(f"{where}: {exc}") from None
+    if m is not None:
+        if m.body_type is not M.BODY_BYTES:
+            m.body = M.decode_body(m.body, m.body_type)
+        return m  # type: ignore[no-any-return]
+    return _decode_v1(found, where)
+
+
+def _decode_v1(found: tuple[Any, ...], where: str) -> M.Message:
     stamp, pri, _expires, crc, _k1, _k2, data = found
     if zlib.crc32(data) != crc or len(data) < _LEN.size:
         raise W.CorruptQueueError(f"{where}: express message {stamp} fails its checksum")
@@ -218,8 +304,14 @@ def decode(found: tuple[Any, ...], where: str) -> M.Message:
     return m
 
 
-def split(found: tuple[Any, ...]) -> tuple[bytes, bytes]:
-    """(property record, body) of a ``find`` result (to copy it into another store)."""
+def split(found: tuple[Any, ...], m: M.Message) -> tuple[bytes, bytes]:
+    """(property record as the SQLite store keeps it, body) of a ``find`` result and its
+    decoded Message ``m`` (to copy it into another store)."""
     data = found[6]
     (n,) = _LEN.unpack_from(data)
-    return data[_LEN.size:_LEN.size + n], data[_LEN.size + n:]
+    body = data[_LEN.size + n:]
+    if n and data[_LEN.size] == 2:  # format 2: the SQLite store keeps msgpack records
+        rec = M.to_record(m)
+        rec["lookup_id"] = 0
+        return msgpack.packb(rec, use_bin_type=True), body
+    return data[_LEN.size:_LEN.size + n], body

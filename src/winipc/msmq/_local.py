@@ -157,6 +157,19 @@ _COLS = "seq, sub, state, tx, pri, msgid, corr, expires, aborts, size, props, bo
 _NO_ACK = M.Ack.NONE
 #: check_alive trusts a queue folder's ctime once it is this many seconds old.
 ALIVE_SETTLE = 2.0
+#: A queue with an express store learns of its deletion from the store's deleted flag; it
+#: still checks its folder (as a queue without one does) this often (seconds), in case the
+#: deleting process died between renaming the folder and setting the flag.
+ALIVE_RECHECK = 0.5
+#: A receiver finding no message watches the express store this long (seconds) before it
+#: sleeps on its doorbell (see LocalQueue._spin).
+EXPRESS_SPIN = 0.0002
+#: send() properties _send_fast handles (delivery must be EXPRESS)
+_FAST_PROPS = frozenset({"delivery", "priority", "label", "correlation_id", "app_specific", "response_queue",
+                         "use_dead_letter"})
+_EXPRESS = M.Delivery.EXPRESS
+_NUMBERS = (int, float)
+_new_object = object.__new__
 _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -565,6 +578,8 @@ class _Store:
         #: the folder, open (O_PATH) once check_alive verified it by path (see there), and its ctime then
         self._folder_fd = -1
         self._alive_ctime = 0
+        #: with an express store: the folder is checked again (check_alive) from this monotonic time on
+        self._recheck_at = 0.0
         try:
             st = os.lstat(folder)
         except FileNotFoundError:
@@ -617,7 +632,10 @@ class _Store:
             if (create is None and E.available() and not self.shared and st.st_uid == B.uid()
                     and not self.info.transactional and not self.ref.system):
                 # (not while creating: a creation that fails must leave no /dev/shm file)
-                self.express = E.open_store(folder, st.st_uid)
+                try:
+                    self.express = E.open_store(folder, st.st_uid, st.st_ino)
+                except W.QueueNotFound:
+                    raise W.QueueNotFound(f"queue {self.ref} does not exist") from None
         except W.WinIPCError:
             self.close()
             raise
@@ -678,7 +696,25 @@ class _Store:
         the ctime last verified by path, and that ctime was older than ALIVE_SETTLE seconds
         when verified (no change can then share it, whatever the timestamp granularity),
         nothing happened to it: no path lookup. Anything else is checked by path.
+
+        With an express store, MQDeleteQueue sets the store's ``deleted`` flag (whatever
+        process deletes the queue, after renaming the folder, before unlinking the store),
+        so one load of the flag stands in for the folder check, which runs only every
+        ALIVE_RECHECK seconds (a deleter that died between the rename and the flag).
         """
+        xs = self.express
+        if xs is not None:
+            if xs.deleted:
+                raise W.QueueDeleted(f"queue {self.ref} was deleted")
+            now = time.monotonic()
+            if now < self._recheck_at:
+                return
+            self._check_folder()
+            self._recheck_at = now + ALIVE_RECHECK
+            return
+        self._check_folder()
+
+    def _check_folder(self) -> None:
         fd = self._folder_fd
         if fd >= 0:
             try:
@@ -1269,8 +1305,13 @@ def _release_token(root: str, token: F.OwnerToken) -> None:
             _tokens[root] = (token, entry[1] - 1)
 
 
+#: bumped in a forked child: handles then rebuild what they cached of this process (see _send_fast)
+_forks = 0
+
+
 def _after_fork() -> None:
-    global _token_lock
+    global _token_lock, _forks
+    _forks += 1
     _token_lock = threading.Lock()
     _tokens.clear()  # the parent's tokens are the parent's (their files stay locked by it)
     _live_transactions.clear()
@@ -1573,6 +1614,15 @@ class LocalQueue(Queue):
         except BaseException:
             self._store.close()
             raise
+        st = self._store
+        lean = st.express is not None and self._sub == 0 and not st.info.transactional
+        #: plain express sends skip the generic path (see _send_fast)
+        self._fast_send = lean and bool(int(access) & int(QueueAccess.SEND)) and st.info.quota is None
+        #: receives without a transaction try the express store first (see receive)
+        self._fast_receive = lean and bool(int(access) & int(QueueAccess.RECEIVE))
+        self._where = f"queue {ref}"
+        #: (fork count, attributes every message this handle sends starts from)
+        self._template: tuple[int, dict[str, Any]] | None = None
 
     # -- properties
 
@@ -1619,9 +1669,49 @@ class LocalQueue(Queue):
     # -- sending
 
     def send(self, body: Any = b"", *, transaction: TxArg = None, **props: Any) -> M.Message:
+        if (self._fast_send and transaction is None and type(body) is bytes and props.get("delivery") is _EXPRESS
+                and props.keys() <= _FAST_PROPS and not self._closed):
+            return self._send_fast(body, props)
         m = M.make_message(body, props)
         m.message_class = M.MessageClass.NORMAL
         return self._send_prepared([m], transaction)[0]
+
+    def _send_template(self) -> dict[str, Any]:
+        t = dict(M._DEFAULTS)
+        t.update(source_machine=B.host_name(), sender_pid=os.getpid(), sender_uid=B.uid(),
+                 destination_queue=self._store.info.path, delivery=_EXPRESS, message_class=M.MessageClass.NORMAL)
+        self._template = (_forks, t)
+        return t
+
+    def _send_fast(self, body: bytes, props: dict[str, Any]) -> M.Message:
+        """send() of one express ``bytes`` body without a transaction, acknowledgement,
+        time limit or quota (``_FAST_PROPS`` only): what _send_prepared does for it, without
+        its lists. The sender's host and pid are the process's when this handle first sent
+        (again after a fork)."""
+        store = self._store
+        store.check_alive()
+        if len(body) > M.MAX_BODY:
+            M.encode_body(body)  # raises IllegalPropertyValue
+        tm = self._template
+        attrs = (self._send_template() if tm is None or tm[0] != _forks else tm[1]).copy()
+        attrs["body"] = body
+        attrs["id"] = M.new_message_id()
+        attrs["sent_time"] = attrs["arrived_time"] = time.time()
+        attrs["sender_uid"] = os.geteuid()  # at each send, as MSMQ takes the sender's SID from its token
+        m: M.Message = _new_object(M.Message)
+        if len(props) > 1:
+            attrs.update(props)
+            m.__dict__ = attrs
+            M.validate(m)
+        else:
+            m.__dict__ = attrs
+        try:
+            m.lookup_id, waiters = E.put(store.express, m, body)
+        except (MemoryError, OSError, ValueError) as exc:
+            raise E.translate(exc, self._where) from None
+        if waiters:
+            F.ring(store.wait_dir)
+        return m
 
     def _send_ack(self, ack: M.Message, cls: M.MessageClass) -> None:
         M.validate(ack)
@@ -1716,10 +1806,8 @@ class LocalQueue(Queue):
                 self._check_quota(conn, quota, sum(len(d) for _m, d in items))
         waiters = 0
         for m, data in express:
-            k1, k2, rec, crc = E.encode(m, data)
-            expires = m.expires_at
             try:
-                m.lookup_id, waiters = xs.put(m.priority, k1, k2, 0.0 if expires is None else expires, crc, rec)
+                m.lookup_id, waiters = E.put(xs, m, data)
             except (MemoryError, OSError, ValueError) as exc:
                 raise E.translate(exc, f"queue {self.ref}") from None
         if waiters:
@@ -1763,8 +1851,12 @@ class LocalQueue(Queue):
                 return m  # type: ignore[no-any-return]
             raise W.IoTimeout(f"{what} on {self.ref}: no message (timeout 0)")
         deadline = None if timeout is None else time.monotonic() + timeout
-        bell = self._doorbell_fd()
         xs = self._store.express
+        if xs is not None and EXPRESS_SPIN > 0:
+            m = self._spin(attempt, xs)
+            if m is not None:
+                return m
+        bell = self._doorbell_fd()
         if xs is None:
             return self._wait_loop(attempt, deadline, timeout, what, bell)
         xs.wait_begin()  # express senders ring only while someone waits (docs/wire/msmq-express.md)
@@ -1772,6 +1864,24 @@ class LocalQueue(Queue):
             return self._wait_loop(attempt, deadline, timeout, what, bell)
         finally:
             xs.wait_end()
+
+    def _spin(self, attempt: Any, xs: Any) -> M.Message | None:
+        """Yield the CPU and watch the express store's change counter for EXPRESS_SPIN
+        seconds before sleeping: a sender then keeps going without ringing (no receiver
+        waits), and on one core the sender gets the CPU to send more than one message."""
+        changes = xs.changes
+        end = time.monotonic() + EXPRESS_SPIN
+        while not self._closed:
+            os.sched_yield()
+            now = xs.changes
+            if now != changes:
+                changes = now
+                m = attempt()
+                if m is not None:
+                    return m  # type: ignore[no-any-return]
+            if time.monotonic() >= end:
+                break
+        return None
 
     def _wait_loop(self, attempt: Any, deadline: float | None, timeout: float | None, what: str,
                    bell: F.Doorbell) -> M.Message:
@@ -1985,11 +2095,13 @@ class LocalQueue(Queue):
                 return m
         raise W.MsmqError(f"{where}: no stable first message after 1000 looks", winerror=W.MQ_ERROR)
 
-    def _express_found(self, found: tuple[Any, ...], removed: bool) -> M.Message | None:
-        """The message of an express ``find``: None when it had expired (then handled)."""
+    def _express_found(self, found: tuple[Any, ...], removed: bool, m: M.Message | None = None) -> M.Message | None:
+        """The message of an express ``find`` (``m``: already decoded): None when it had
+        expired (then handled)."""
         store = self._store
-        where = f"queue {self.ref}"
-        m = E.decode(found, where)
+        where = self._where
+        if m is None:
+            m = E.decode(found, where)
         expires = found[2]
         if expires and expires <= time.time():
             if not removed:
@@ -2000,18 +2112,35 @@ class LocalQueue(Queue):
                 if found is None:
                     return None
             if m.use_dead_letter:
-                props, body = E.split(found)
+                props, body = E.split(found, m)
                 self._dead_letter_express(m, props, body)
             _post_ack(m, M.MessageClass.NACK_RECEIVE_TIMEOUT)
             return None
         if removed:
             if store.info.journal:
-                props, body = E.split(found)
+                props, body = E.split(found, m)
                 with store.write() as conn:
                     _insert_copy(conn, 1, m.priority, m.id, m.correlation_id, 0, props, body, _crc(props, body))
                     _trim_journal(store, conn)
             if m.acknowledge & M.Ack.POSITIVE_RECEIVE:
                 _post_ack(m, M.MessageClass.ACK_RECEIVE)
+        return m
+
+    def _receive_express(self) -> M.Message | None:
+        """Take the first express message while SQLite is known to hold no ready one (what
+        _xattempt("first") does then, with fewer layers); None: take the generic path."""
+        store = self._store
+        if not self._sql_known_empty():
+            return None
+        try:
+            found = store.express.find(E.FIRST, b"", E.PRIORITIES, 0, E.TAKE)
+        except (MemoryError, OSError, ValueError) as exc:
+            raise E.translate(exc, self._where) from None
+        if found is None:
+            return None
+        m = E.decode(found, self._where)
+        if found[2] or store.info.journal or m.acknowledge is not _NO_ACK:
+            return self._express_found(found, True, m)  # expiry, journal copy, acknowledgement
         return m
 
     def _dead_letter_express(self, m: M.Message, props: bytes, body: bytes) -> None:
@@ -2034,6 +2163,12 @@ class LocalQueue(Queue):
         return tx
 
     def receive(self, timeout: float | None = None, *, transaction: TxArg = None) -> M.Message:
+        if (self._fast_receive and transaction is None and not self._closed
+                and (timeout is None or (type(timeout) in _NUMBERS and timeout >= 0))):
+            self._store.check_alive()
+            m = self._receive_express()
+            if m is not None:
+                return m
         self._check(QueueAccess.RECEIVE)
         tx = self._receive_tx(transaction)
         return self._wait(lambda: self._attempt("first", None, tx, True), timeout, "receive")

@@ -18,7 +18,6 @@ import enum
 import itertools
 import math
 import os
-import threading
 import uuid
 from typing import Any
 
@@ -304,18 +303,24 @@ def make_message(body: Any, props: dict[str, Any]) -> Message:
 
 # --- message ids: "{GUID}\N", one GUID per process (regenerated after fork), N counting up
 
-_id_lock = threading.Lock()
-_id_state: tuple[int, str, itertools.count[int]] | None = None
+_id_prefix = ""
+_id_counter: itertools.count[int] = itertools.count(1)
+
+
+def _new_id_state() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = "{" + str(uuid.uuid4()).upper() + "}\\"
+    _id_counter = itertools.count(1)
+
+
+_new_id_state()
+os.register_at_fork(after_in_child=_new_id_state)
 
 
 def new_message_id() -> str:
-    """A fresh message id: this process's GUID and a counter (unique without coordination)."""
-    global _id_state
-    pid = os.getpid()
-    with _id_lock:
-        if _id_state is None or _id_state[0] != pid:
-            _id_state = (pid, "{" + str(uuid.uuid4()).upper() + "}", itertools.count(1))
-        return f"{_id_state[1]}\\{next(_id_state[2])}"
+    """A fresh message id: this process's GUID and a counter (unique without coordination;
+    ``next`` on the counter is atomic under the GIL, and a forked child draws a new GUID)."""
+    return f"{_id_prefix}{next(_id_counter)}"
 
 
 #: The properties stored beside a body, in the order of the store's and the wire's tables.
