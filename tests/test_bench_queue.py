@@ -84,7 +84,8 @@ def _doc(patterns: list[str], placement: str = "same-core") -> dict[str, Any]:
 def test_registered_with_their_metric_and_targets() -> None:
     assert set(QUEUE) == {
         "winipc-queue-recoverable", "winipc-queue-recoverable-4p", "winipc-queue-send-many",
-        "winipc-queue-express", "winipc-queue-nats", "nats-py-queue", "persist-queue",
+        "winipc-queue-express", "winipc-queue-nats", "winipc-queue-nats-exact", "nats-py-queue",
+        "persist-queue",
     }  # fmt: skip
     metric = registry.metric(SQ.METRIC)
     assert metric.group == "queue" and metric.size == 1024 and metric.kind == "messages"
@@ -168,6 +169,9 @@ def test_nats_queues_between_processes(store_cleaned: None) -> None:
     reasons = {s["name"]: s["unavailable"] for s in doc["scenarios"] if s["selected"]}
     if server_answers():
         assert reasons["nats-py-queue"] is None
+        if reasons["winipc-queue-nats-exact"] is None:  # selected too: the default receive's figure
+            exact = [r for r in doc["results"] if r["scenario"] == "winipc-queue-nats-exact"]
+            assert exact and all(r["figures"] for r in exact)
         assert target["versus_value"] > 0
         if reasons["winipc-queue-nats"] is None:
             assert target["ratio"] == pytest.approx(target["value"] / target["versus_value"])

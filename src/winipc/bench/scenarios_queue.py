@@ -19,7 +19,12 @@ winipc (``peer=False``):
 * ``winipc-queue-express``: express delivery (committed to the queue file without
   waiting for the disk), one producer;
 * ``winipc-queue-nats``: a queue on the NATS JetStream server at
-  ``nats://127.0.0.1:4222`` (:data:`NATS_URL`), recoverable, one producer.
+  ``nats://127.0.0.1:4222`` (:data:`NATS_URL`), recoverable, one producer; the consumer
+  opens it with ``prefetch=`` :data:`NATS_PREFETCH`: at-least-once receives (messages
+  pulled ahead, ``+ACK`` not waited for), as the nats-py peer's;
+* ``winipc-queue-nats-exact``: the same with the default receive (no prefetch: each
+  message removed on the server before ``receive()`` returns, at most once), for the
+  price of MSMQ's semantics; no target.
 
 Peers (``peer=True``):
 
@@ -102,6 +107,8 @@ PRODUCERS = 4
 NATS_URL = "nats://127.0.0.1:4222"
 #: most messages one fetch() of the raw nats-py consumer asks for
 FETCH = 256
+#: ``prefetch`` of winipc-queue-nats's receiving handle (see winipc.msmq.open)
+NATS_PREFETCH = 16
 #: seconds the persist-queue consumer sleeps when the queue is empty
 PERSIST_POLL = 0.0005
 
@@ -194,10 +201,10 @@ class _MsmqSender:
 
 
 class _MsmqReceiver:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, prefetch: int = 0) -> None:
         from winipc import msmq
 
-        self._q = msmq.open(path, "receive")
+        self._q = msmq.open(path, "receive", prefetch=prefetch) if prefetch else msmq.open(path, "receive")
 
     def take(self, most: int, timeout: float) -> list[bytes]:
         from winipc import errors as W
@@ -368,7 +375,7 @@ def make_receiver(spec: dict[str, Any]) -> Receiver:
     """The receiver a spec describes."""
     kind = spec["kind"]
     if kind == "msmq":
-        return _MsmqReceiver(spec["path"])
+        return _MsmqReceiver(spec["path"], int(spec.get("prefetch", 0)))
     if kind == "persist":
         return _PersistReceiver(spec["path"])
     if kind == "jetstream":
@@ -772,16 +779,18 @@ def _nats_server_problem(url: str) -> str | None:
 
 
 class NatsQueueScenario(QueueScenario):
-    """winipc.msmq on a NATS JetStream server."""
+    """winipc.msmq on a NATS JetStream server, received with ``prefetch``."""
 
     name = "winipc-queue-nats"
-    mechanism = "winipc.msmq queue on NATS JetStream, recoverable, 1 producer"
+    mechanism = f"winipc.msmq queue on NATS JetStream, recoverable, 1 producer, prefetch={NATS_PREFETCH}"
     description = (
-        f"create_queue({NATS_URL}/...) in the worker (consumer: receive(), a pull and an "
-        "acknowledged +ACK); the runner send()s each message (Delivery.RECOVERABLE: "
-        "acknowledged by the server; on disk only as the server syncs, see "
-        "winipc queue stat)"
+        f"create_queue({NATS_URL}/...) in the worker; consumer: open(..., prefetch="
+        f"{NATS_PREFETCH}) and receive(): up to {NATS_PREFETCH} messages pulled ahead, each "
+        "+ACK sent after receive() returns without waiting (at least once, as the nats-py "
+        "peer's fetch() + ack()); the runner send()s each message (Delivery.RECOVERABLE: "
+        "acknowledged by the server; on disk only as the server syncs, see winipc queue stat)"
     )
+    prefetch = NATS_PREFETCH
 
     def unavailable(self) -> str | None:
         why = _nats_server_problem(NATS_URL)
@@ -795,15 +804,28 @@ class NatsQueueScenario(QueueScenario):
     def create(self, setup: Setup) -> dict[str, Any]:
         from winipc import msmq
 
-        path = f"{NATS_URL}/winipc-bench-{setup.tag}"
+        path = f"{NATS_URL}/winipc-bench-{setup.tag}-{self.name}"
         msmq.create_queue(path)
-        return {"kind": "msmq", "path": path, "express": False, "batch": 0}
+        return {"kind": "msmq", "path": path, "express": False, "batch": 0, "prefetch": self.prefetch}
 
     def remove(self, spec: dict[str, Any]) -> None:
         from winipc import msmq
 
         with contextlib.suppress(Exception):
             msmq.delete_queue(spec["path"])
+
+
+class NatsExactQueueScenario(NatsQueueScenario):
+    """winipc.msmq on NATS with the default (exact, at-most-once) receive."""
+
+    name = "winipc-queue-nats-exact"
+    mechanism = "winipc.msmq queue on NATS JetStream, recoverable, 1 producer, exact receive"
+    description = (
+        "as winipc-queue-nats, the consumer without prefetch (the default): each receive() "
+        "looks which priorities hold messages, pulls one and deletes it on the server before "
+        "returning (at most once, never a message another receive took)"
+    )
+    prefetch = 0
 
 
 class NatsPyScenario(QueueScenario):
@@ -897,6 +919,7 @@ LOCAL_4P = register(LocalQueue4Scenario())
 LOCAL_SEND_MANY = register(LocalSendManyScenario())
 LOCAL_EXPRESS = register(LocalExpressScenario())
 NATS = register(NatsQueueScenario())
+NATS_EXACT = register(NatsExactQueueScenario())
 NATS_PY = register(NatsPyScenario())
 PERSIST = register(PersistQueueScenario())
 

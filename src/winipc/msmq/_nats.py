@@ -15,10 +15,19 @@ byte-level mapping, for other languages):
 payload, the MSMQ message id is ``Nats-Msg-Id`` (the server drops a second publish of
 one id within the stream's duplicate window, 2 minutes: exactly-once publishing).
 
-Receive is a pull of one message from the highest non-empty priority's consumer and an
-acknowledgement (``+ACK`` waiting for the server's confirmation); a transaction holds
-the delivery un-acknowledged (``+WPI`` keeps it) and acknowledges on commit or ``-NAK``s
-on abort. Peek reads the stream by sequence (STREAM.MSG.GET) and consumes nothing.
+A plain receive is, by default, MSMQ's: a look at which priorities hold messages
+(STREAM.INFO), a pull of one message from the highest and the delete of its sequence,
+confirmed before receive returns (at most once, also across a crash; a receive by id or
+cursor elsewhere that took it first makes the delete fail, and the receive moves on).
+A handle opened with ``prefetch=N`` pulls up to N messages ahead from the highest
+priority that may hold messages (known from publish notifications and the consumers'
+pending counts, a look only when those cannot say) and sends each ``+ACK`` without
+waiting for the server's confirmation: at-least-once. A transaction holds the delivery
+un-acknowledged (``+WPI`` keeps it) and acknowledges on commit or ``-NAK``s on abort.
+Peek reads the stream by sequence (STREAM.MSG.GET) and consumes nothing. A plain send
+publishes over the sending handle's own connection from the caller's thread (one round
+trip). docs/wire/msmq-nats.md ("How a receive finds its message cheaply") has the
+details and the trade-offs.
 
 Durability: a JetStream server acknowledges a publish once the message is in its
 store's write buffer; nats-server before 2.10 never fsyncs before acknowledging, and
@@ -31,14 +40,18 @@ recoverable send of each handle warns with :class:`DurabilityWarning` and
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
+import bisect
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
 import datetime
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -46,6 +59,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -95,6 +109,34 @@ DUPLICATE_WINDOW = 120.0
 API_TIMEOUT = 5.0
 #: Longest single server-side wait of a blocking receive (seconds); it then re-checks.
 LONG_PULL = 30.0
+#: Seconds a receiving handle trusts its arrival notifications before it looks at the
+#: stream's subjects again (redeliveries after the ack wait are not notified).
+LOOK_EVERY = 1.0
+#: Largest ``prefetch`` a receiving handle may ask for (``msmq.open(..., prefetch=N)``):
+#: the most messages it pulls at once and holds, unacknowledged, for its next receives.
+MAX_PREFETCH = 256
+#: Receives in a row, each within PULL_AHEAD_GAP seconds of the one before, after which a
+#: prefetching handle keeps a pull waiting on the server for the next messages (see
+#: NatsQueue._pull_ahead): its receives then take them in the caller's thread.
+PULL_AHEAD_AFTER = 2
+PULL_AHEAD_GAP = 0.05
+#: Seconds such a pull waits on the server (it asks for up to ``prefetch`` messages).
+PULL_AHEAD_WAIT = 0.25
+#: Plain sends go over a connection of the sending handle, from the sending thread
+#: (see _DirectSender); False: every call goes through the process's shared link.
+DIRECT_SENDS = True
+#: Seconds after which an unused direct send connection is replaced before the next send
+#: (a server drops clients whose pings went unanswered, 2 minutes apart by default).
+DIRECT_IDLE = 20.0
+#: Seconds a receive handed out from the prefetch buffer may wait for its ``+ACK`` to be
+#: sent (together with the others of that moment: one write instead of one each).
+ACK_DELAY = 0.002
+#: Messages pending at a priority from which a receiving handle stops being notified of
+#: publishes at that priority and below (see NatsQueue._rewatch).
+BACKLOG = 4
+#: Seconds a receive waits on the server for a message it was notified of but did not
+#: find yet (the notification can arrive before the stream stored the message).
+SUSPECT_FOR = 0.5
 #: Longest queue label (characters, MQ_MAX_Q_LABEL_LEN).
 
 _SUBSTREAM = {SUB_JOURNAL: "__JOURNAL", SUB_POISON: "__POISON", SUB_DEADLETTER: "__DEADLETTER"}
@@ -221,20 +263,62 @@ H_ARRIVED = "Winipc-Arrived-Time"  # set on copies moved to a subqueue: the orig
 H_ABORTS = "Winipc-Abort-Count"  # set on copies moved to a subqueue
 
 
+#: Values a reader assumes for an absent header (the Message defaults): not written.
+_INT_DEFAULTS = {"priority": M.DEFAULT_PRIORITY, "app_specific": 0, "delivery": int(M.Delivery.RECOVERABLE),
+                 "acknowledge": 0, "message_class": int(M.MessageClass.NORMAL)}
+
+
+_SENDER_STR = ("source_machine", "destination_queue")
+_SENDER_INT = ("sender_pid", "sender_uid")
+#: (stream, machine, pid, uid, destination) -> the headers every message of that sender
+#: to that queue has; bounded.
+_static_headers: dict[tuple[str, str, int, int, str], dict[str, str]] = {}
+
+
+def _quote(v: str) -> str:
+    return v if v.isascii() and v.isalnum() else quote(v, safe=_SAFE)
+
+
 def _headers(m: M.Message, stream: str) -> dict[str, str]:
-    h = {H_VERSION: WIRE_VERSION, H_ID: m.id, H_EXPECTED_STREAM: stream, H_BODY_TYPE: m.body_type}
+    """The headers of a message (``Winipc-*``): properties equal to the Message defaults
+    are left out (an absent header means the default; fewer headers are cheaper to
+    write and to parse, in every receiver and in the server)."""
+    key = (stream, m.source_machine, int(m.sender_pid), int(m.sender_uid), m.destination_queue)
+    static = _static_headers.get(key)
+    if static is None:
+        static = {H_VERSION: WIRE_VERSION, H_EXPECTED_STREAM: stream}
+        for name in _SENDER_STR:
+            v = getattr(m, name)
+            if v:
+                static[_STR_HEADERS[name]] = _quote(v)
+        for name in _SENDER_INT:
+            static[_INT_HEADERS[name]] = str(int(getattr(m, name)))
+        if len(_static_headers) > 256:
+            _static_headers.clear()
+        _static_headers[key] = static
+    h = dict(static)
+    h[H_ID] = m.id
+    if m.body_type != M.BODY_BYTES:
+        h[H_BODY_TYPE] = m.body_type
     for name, hdr in _STR_HEADERS.items():
+        if name in _SENDER_STR:
+            continue
         v = getattr(m, name)
         if v is not None and (v != "" or name == "correlation_id"):
-            h[hdr] = quote(v, safe=_SAFE)
+            h[hdr] = _quote(v)
     for name, hdr in _INT_HEADERS.items():
-        h[hdr] = str(int(getattr(m, name)))
+        if name in _SENDER_INT:
+            continue
+        iv = int(getattr(m, name))
+        if _INT_DEFAULTS.get(name) != iv:
+            h[hdr] = str(iv)
     for name, hdr in _FLOAT_HEADERS.items():
         v = getattr(m, name)
         if v is not None:
             h[hdr] = repr(float(v))
     for name, hdr in _BOOL_HEADERS.items():
-        h[hdr] = "1" if getattr(m, name) else "0"
+        if getattr(m, name):
+            h[hdr] = "1"
     return h
 
 
@@ -259,42 +343,51 @@ def _foreign_id(stream: str, seq: int) -> str:
     return "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, "winipc-msmq:" + stream)).upper() + "}\\" + str(seq)
 
 
+_LOW_STR = tuple((name, hdr.lower()) for name, hdr in _STR_HEADERS.items())
+_LOW_INT = tuple((name, hdr.lower()) for name, hdr in _INT_HEADERS.items())
+_LOW_FLOAT = tuple((name, hdr.lower()) for name, hdr in _FLOAT_HEADERS.items())
+_LOW_BOOL = tuple((name, hdr.lower()) for name, hdr in _BOOL_HEADERS.items())
+_LOW_VERSION, _LOW_ID, _LOW_ARRIVED, _LOW_ABORTS, _LOW_BODY_TYPE = (
+    H_VERSION.lower(), H_ID.lower(), H_ARRIVED.lower(), H_ABORTS.lower(), H_BODY_TYPE.lower())
+
+
 def _decode(h: dict[str, str], data: bytes, *, stream: str, seq: int, arrived: float, aborts: int) -> M.Message:
     """A Message from lower-cased headers and the payload; raises CorruptQueueError."""
-    if H_VERSION.lower() not in h:
+    if _LOW_VERSION not in h:
         # a plain NATS publish to a queue subject: a bytes body with default properties
-        mid = h.get(H_ID.lower()) or _foreign_id(stream, seq)
+        mid = h.get(_LOW_ID) or _foreign_id(stream, seq)
         return M.Message(body=data, id=mid, lookup_id=seq, arrived_time=arrived, sent_time=arrived,
                          abort_count=aborts)
     kw: dict[str, Any] = {}
+    get = h.get
     try:
-        for name, hdr in _STR_HEADERS.items():
-            v = h.get(hdr.lower())
+        for name, hdr in _LOW_STR:
+            v = get(hdr)
             if v is not None:
-                kw[name] = unquote(v, errors="strict")
-        for name, hdr in _INT_HEADERS.items():
-            v = h.get(hdr.lower())
+                kw[name] = unquote(v, errors="strict") if "%" in v else v
+        for name, hdr in _LOW_INT:
+            v = get(hdr)
             if v is not None:
                 kw[name] = int(v)
-        for name, hdr in _FLOAT_HEADERS.items():
-            v = h.get(hdr.lower())
+        for name, hdr in _LOW_FLOAT:
+            v = get(hdr)
             if v is not None:
                 f = float(v)
                 if math.isnan(f):
                     raise ValueError("NaN")
                 kw[name] = f
-        for name, hdr in _BOOL_HEADERS.items():
-            v = h.get(hdr.lower())
+        for name, hdr in _LOW_BOOL:
+            v = get(hdr)
             if v is not None:
                 kw[name] = v == "1"
-        if H_ARRIVED.lower() in h:
-            arrived = float(h[H_ARRIVED.lower()])
-        if H_ABORTS.lower() in h:
-            aborts = max(aborts, int(h[H_ABORTS.lower()]))
+        if _LOW_ARRIVED in h:
+            arrived = float(h[_LOW_ARRIVED])
+        if _LOW_ABORTS in h:
+            aborts = max(aborts, int(h[_LOW_ABORTS]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise W.CorruptQueueError(f"message {seq} of stream {stream}: bad property header ({exc})") from None
-    kind = h.get(H_BODY_TYPE.lower(), M.BODY_BYTES)
-    kw["id"] = h.get(H_ID.lower()) or _foreign_id(stream, seq)
+    kind = get(_LOW_BODY_TYPE, M.BODY_BYTES)
+    kw["id"] = get(_LOW_ID) or _foreign_id(stream, seq)
     kw["lookup_id"] = seq
     kw["arrived_time"] = arrived
     kw["abort_count"] = aborts
@@ -325,18 +418,20 @@ class _Delivery:
     arrived: float
     headers: dict[str, str]
     data: bytes
+    pending: int = 0  # messages of the consumer not yet delivered after this one
 
 
-def _parse_ack_subject(reply: str) -> tuple[str, str, int, int, float] | None:
+def _parse_ack_subject(reply: str) -> tuple[str, str, int, int, float, int] | None:
     """``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (v1) or the
-    v2 form with domain and account hash -> (stream, consumer, delivered, sseq, seconds)."""
+    v2 form with domain and account hash -> (stream, consumer, delivered, sseq, seconds,
+    pending)."""
     t = reply.split(".")
     if len(t) < 9 or t[0] != "$JS" or t[1] != "ACK":
         return None
     try:
         if len(t) == 9:
-            return t[2], t[3], int(t[4]), int(t[5]), int(t[7]) / 1e9
-        return t[4], t[5], int(t[6]), int(t[7]), int(t[9]) / 1e9
+            return t[2], t[3], int(t[4]), int(t[5]), int(t[7]) / 1e9, int(t[8])
+        return t[4], t[5], int(t[6]), int(t[7]), int(t[9]) / 1e9, int(t[10]) if len(t) > 10 else 0
     except ValueError:
         return None
 
@@ -374,17 +469,49 @@ def _boxed(fn: Callable[[Any], Awaitable[T]]) -> Callable[[Any], Awaitable[tuple
     return run
 
 
-def _run(link: NatsLink, fn: Callable[[Any], Awaitable[T]], *, timeout: float | None, what: str) -> T:
+def _run(link: NatsLink, fn: Callable[[Any], Awaitable[T]], *, timeout: float | None, what: str,
+         receiver: NatsQueue | None = None) -> T:
+    """``await fn(nc)`` on the link's loop from a caller's thread; winipc errors raised.
+
+    One hop to the loop and back (:meth:`NatsLink.spawn` and the future's result), with
+    no time-out task on the loop: ``timeout`` (seconds, None: none) is kept by the
+    waiting thread, which cancels ``fn`` when it passes (IoTimeout).
+
+    First the receiving handles of this link with ``+ACK`` s not yet confirmed get them
+    confirmed (all but ``receiver``, the handle receiving with this call): whatever
+    this process does after a receive returned finds the message gone."""
+    if threading.current_thread() is link.thread:
+        raise W.NotSupported(f"{what}: blocking NATS calls cannot be made from the link's own thread")
+    owed = [q for q in _deferred_on(link) if q is not receiver]
+    if owed:
+        inner = fn
+
+        async def fn(nc: Any) -> T:
+            for q in owed:
+                await q._confirm_acks(nc)
+            return await inner(nc)
+
     try:
-        ok, value = link.call(_boxed(fn), timeout=timeout, what=what)
+        fut: concurrent.futures.Future[tuple[bool, Any]] = link.spawn(_boxed(fn))  # type: ignore[arg-type,assignment]
     except Exception as exc:
         err = _msmq_error(exc, what)
         if err is exc:
             raise
         raise err from None
+    try:
+        ok, value = fut.result(timeout)
+    except concurrent.futures.TimeoutError:
+        fut.cancel()
+        raise W.IoTimeout(f"{what}: the NATS server did not answer within {timeout:g} s") from None
+    except concurrent.futures.CancelledError:
+        raise W.QueueNotAvailable(f"{what}: the NATS link was closed") from None
+    except Exception as exc:
+        err = _msmq_error(link._translate(exc, what, timeout), what)  # nats-py's errors, as NatsLink.call does
+        raise err from None
     if not ok:
         raise value
-    return value  # type: ignore[no-any-return]
+    out: T = value
+    return out
 
 
 @contextlib.contextmanager
@@ -431,6 +558,7 @@ def _api_error(resp: dict[str, Any]) -> tuple[int, str] | None:
 ERR_STREAM_NOT_FOUND = 10059
 ERR_STREAM_NAME_IN_USE = 10058
 ERR_NO_MESSAGE = 10037
+ERR_MSG_DELETE = 10057  # STREAM.MSG.DELETE failed ("no message found": deleted already)
 ERR_MAX_BYTES = 10077
 
 
@@ -444,39 +572,80 @@ async def _stream_info(nc: Any, stream: str, ref: object, *, subjects: bool = Fa
     return resp
 
 
-async def _pull(nc: Any, stream: str, consumer: str, *, expires: float | None, timeout: float = API_TIMEOUT) -> _Delivery | None:
-    """Pull one message from a durable consumer: at once (``expires=None``, no_wait) or
-    waiting on the server up to ``expires`` seconds. None when there is none."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, future=fut, max_msgs=1)
-    req: dict[str, Any] = {"batch": 1}
+class _Inbox:
+    """A receiving handle's reply subscription for its pulls (loop-only): one
+    subscription for the handle's life instead of a SUB and UNSUB per pull.
+
+    A pull of one message has exactly one answer (the message, or a status when there is
+    none). JetStream delivers a pulled message under its own subject, so answers are
+    told apart by order only: pulls take turns, each takes the next answer. A pull that
+    gives up waiting (cancelled, or no answer in time) drops the subscription, so a late
+    answer is never handed out (the server redelivers it after the ack wait, as before)."""
+
+    def __init__(self) -> None:
+        self.subject = ""
+        self.sub: Any = None
+        self.lock = asyncio.Lock()
+
+    async def ensure(self, nc: Any) -> Any:
+        if self.sub is None:
+            self.subject = nc.new_inbox()
+            self.sub = await nc.subscribe(self.subject)
+        return self.sub
+
+    async def close(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+async def _pull(nc: Any, inbox: _Inbox, stream: str, consumer: str, *, expires: float | None,
+                timeout: float = API_TIMEOUT, batch: int = 1) -> list[_Delivery]:
+    """Pull up to ``batch`` messages from a durable consumer: what is there at once
+    (``expires=None``, no_wait) or waiting on the server up to ``expires`` seconds for
+    the first. Empty when there is none.
+
+    The answer is the messages and, when fewer than ``batch`` came, a status ending it
+    (404 no messages, 408 request timeout)."""
     if expires is None:
-        req["no_wait"] = True
+        req = _NO_WAIT if batch == 1 else json.dumps({"batch": batch, "no_wait": True}).encode()
     else:
-        req["expires"] = int(expires * 1e9)
-    try:
-        await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", json.dumps(req).encode(), reply=inbox)
-        wait = timeout if expires is None else expires + timeout
+        req = json.dumps({"batch": batch, "expires": int(expires * 1e9)}).encode()
+    wait = timeout if expires is None else expires + timeout
+    out: list[_Delivery] = []
+    async with inbox.lock:  # pulls take turns: each reads its own answer
+        sub = await inbox.ensure(nc)
+        done = False
         try:
-            msg = await asyncio.wait_for(fut, wait)
-        except asyncio.TimeoutError:
-            return None  # the consumer (or stream) is gone; the caller checks
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    h = _lower(msg.headers)
-    status = h.get("status")
-    if status is not None and not msg.data and not msg.reply:
-        if status == "409" and "deleted" in h.get("description", "").lower():
-            raise W.QueueDeleted(f"stream {stream}: the consumer was deleted")
-        return None
-    meta = _parse_ack_subject(msg.reply or "")
-    if meta is None:
-        return None
-    return _Delivery(stream=meta[0], consumer=meta[1], reply=msg.reply, seq=meta[3], delivered=meta[2],
-                     arrived=meta[4], headers=h, data=bytes(msg.data))
+            await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}", req, reply=inbox.subject)
+            while len(out) < batch:
+                try:
+                    msg = await sub.next_msg(wait if not out else timeout)
+                except _nats_errors().TimeoutError:
+                    break  # the consumer (or stream) is gone; the caller checks
+                h = _lower(msg.headers)
+                status = h.get("status")
+                if status is not None and not msg.data and not msg.reply:
+                    if status == "409" and "deleted" in h.get("description", "").lower():
+                        done = True
+                        raise W.QueueDeleted(f"stream {stream}: the consumer was deleted")
+                    done = True
+                    return out
+                meta = _parse_ack_subject(msg.reply or "")
+                if meta is None:
+                    continue
+                out.append(_Delivery(stream=meta[0], consumer=meta[1], reply=msg.reply, seq=meta[3],
+                                     delivered=meta[2], arrived=meta[4], headers=h, data=bytes(msg.data),
+                                     pending=meta[5]))
+            done = len(out) == batch
+        finally:
+            if not done:
+                await inbox.close()  # a late answer must not be read as the next pull's
+    return out
+
+
+_NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()
 
 
 async def _ack(nc: Any, reply: str, kind: bytes = b"+ACK", *, sync: bool = True) -> None:
@@ -509,6 +678,24 @@ async def _get_msg(nc: Any, stream: str, seq: int, subject: str | None = None) -
     return int(m.get("seq", seq)), hdrs, data, _parse_time(str(m.get("time", "")))
 
 
+def _ack_consumer(reply: str) -> str:
+    """The consumer part of a delivery's reply subject (``$JS.ACK.<stream>.<consumer>``)."""
+    t = reply.split(".")
+    return ".".join(t[:4] if len(t) == 9 else t[:6])
+
+
+def _buffer(buf: collections.deque[tuple[float, _Delivery]], now: float, d: _Delivery) -> None:
+    """Put a delivery in a prefetch buffer in stream order (FIFO within a priority), also
+    when the answers of two pulls were read out of turn."""
+    if not buf or buf[-1][1].seq < d.seq:
+        buf.append((now, d))
+        return
+    items = list(buf)
+    items.insert(bisect.bisect([x[1].seq for x in items], d.seq), (now, d))
+    buf.clear()
+    buf.extend(items)
+
+
 async def _delete_msg(nc: Any, stream: str, seq: int) -> bool:
     resp = await _api(nc, f"STREAM.MSG.DELETE.{stream}", {"seq": seq, "no_erase": True})
     err = _api_error(resp)
@@ -517,6 +704,125 @@ async def _delete_msg(nc: Any, stream: str, seq: int) -> bool:
     if err[0] == ERR_STREAM_NOT_FOUND:
         raise W.QueueDeleted(f"stream {stream} was deleted")
     return False
+
+
+async def _nothing(nc: Any) -> None:
+    return None
+
+
+def _loop_running() -> bool:
+    """Whether an asyncio event loop runs in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _DirectSender:
+    """A sending handle's own NATS connection, driven by the one thread that sends on it
+    (a private event loop run for the length of each send, as a plain nats-py program
+    does): a send is then one round trip from the caller's thread, with no hand-over
+    to the shared link's thread and back (two thread wake-ups fewer per message).
+
+    Between sends nothing runs on it; a connection the server dropped meanwhile (it
+    closes clients that leave its pings unanswered for minutes) is replaced on the next
+    send. Any failure other than a winipc error retires it for good, and that send goes
+    through the shared link again (same message ids: de-duplicated by the server)."""
+
+    def __init__(self, url: str, thread: int) -> None:
+        self.url = url
+        self.thread = thread
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.nc: Any = None
+        self.broken = False
+        self.used = 0.0  # time.monotonic() of the last send
+
+    def _connect(self) -> None:
+        nats = importlib.import_module("nats")
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            _direct_senders.add(self)
+
+        async def connect() -> Any:
+            nc = await nats.connect(
+                [u.strip() for u in self.url.split(",")], allow_reconnect=False, connect_timeout=API_TIMEOUT,
+                max_reconnect_attempts=0, name=f"winipc pid {os.getpid()} sender")
+            return nc
+
+        self.nc = self.loop.run_until_complete(connect())
+
+    def run(self, fn: Callable[[Any], Awaitable[None]]) -> bool:
+        """``await fn(nc)`` on this connection; False (and retired) when it failed in a
+        way the shared link should retry. Winipc errors are raised."""
+        try:
+            now = time.monotonic()
+            if self.nc is None or not self.nc.is_connected or now - self.used > DIRECT_IDLE:
+                # idle: the server may have dropped it (unanswered pings): a fresh one
+                self._close_quietly()
+                self._connect()
+            self.used = now
+            assert self.loop is not None
+            self.loop.run_until_complete(fn(self.nc))
+            return True
+        except W.IoTimeout:
+            pass  # no PubAck on this connection: the shared link retries (de-duplicated)
+        except W.WinIPCError:
+            raise
+        except Exception:
+            pass
+        self.broken = True
+        self._close_quietly()
+        return False
+
+    def _close_quietly(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is not None and self.loop is not None and self.pid == os.getpid():
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(asyncio.wait_for(nc.close(), 2.0))
+
+    def close(self) -> None:
+        """Close the connection and the loop (from any thread; one with an asyncio loop
+        running hands the work to a helper thread)."""
+        if _loop_running():
+            helper = threading.Thread(target=self.close, name="winipc-nats-sender-close", daemon=True)
+            helper.start()
+            helper.join(5.0)
+            return
+        with self.lock:
+            self.broken = True
+            self._close_quietly()
+            if self.loop is not None and self.pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    self.loop.close()
+            self.loop = None
+        _direct_senders.discard(self)
+
+
+#: Receiving handles of this process (with notification subscriptions).
+_receivers: weakref.WeakSet[NatsQueue] = weakref.WeakSet()
+
+def _receivers_on(link: NatsLink) -> list[NatsQueue]:
+    """The receiving handles of this process on ``link``."""
+    for _ in range(3):
+        try:
+            return [q for q in list(_receivers) if q._link is link]
+        except RuntimeError:  # the set changed meanwhile (another thread)
+            continue
+    return []
+
+
+#: Open direct senders, closed at exit if their handles were not.
+_direct_senders: weakref.WeakSet[_DirectSender] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_direct_senders() -> None:
+    for d in list(_direct_senders):
+        with contextlib.suppress(Exception):
+            d.close()
 
 
 async def _publish(nc: Any, subject: str, headers: dict[str, str], data: bytes, *, what: str) -> dict[str, Any]:
@@ -820,10 +1126,26 @@ def _purge(link: NatsLink, names: _Names, ref: QueueRef) -> int:
     return _run(link, op, timeout=30.0, what=f"purge {ref}")
 
 
-def open_queue(ref: QueueRef, access: QueueAccess, share: ShareMode) -> NatsQueue:
-    """MQOpenQueue on a NATS server. Raises QueueNotFound, SharingViolation,
-    QueueNotAvailable, MsmqError(MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION) for send
-    access to a subqueue."""
+def check_prefetch(prefetch: object) -> int:
+    """``prefetch`` as given to ``msmq.open()``: an int from 0 to :data:`MAX_PREFETCH`.
+
+    Raises MsmqError(MQ_ERROR_INVALID_PARAMETER) naming the argument and the limit."""
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= MAX_PREFETCH:
+        raise W.MsmqError(f"prefetch={prefetch!r}: an int from 0 (no prefetch: exact receives, the default) "
+                          f"to {MAX_PREFETCH}", winerror=W.MQ_ERROR_INVALID_PARAMETER)
+    return prefetch
+
+
+def open_queue(ref: QueueRef, access: QueueAccess, share: ShareMode, *, prefetch: int = 0) -> NatsQueue:
+    """MQOpenQueue on a NATS server (``prefetch``: see :func:`winipc.msmq.open`). Raises
+    QueueNotFound, SharingViolation, QueueNotAvailable, MsmqError
+    (MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION) for send access to a subqueue,
+    MsmqError(MQ_ERROR_INVALID_PARAMETER) for a bad ``prefetch`` or one without receive
+    access."""
+    prefetch = check_prefetch(prefetch)
+    if prefetch and not access & QueueAccess.RECEIVE:
+        raise W.MsmqError(f"{ref}: prefetch={prefetch} is for receiving handles (open with receive access)",
+                          winerror=W.MQ_ERROR_INVALID_PARAMETER)
     if access & QueueAccess.SEND and ref.subqueue:
         raise W.MsmqError(f"{ref}: messages cannot be sent to a subqueue",
                           winerror=W.MQ_ERROR_UNSUPPORTED_FORMATNAME_OPERATION)
@@ -831,7 +1153,7 @@ def open_queue(ref: QueueRef, access: QueueAccess, share: ShareMode) -> NatsQueu
     link = _acquire(names.url, f"open queue {ref}")
     try:
         meta = _read_meta(link, names, ref)
-        return NatsQueue(ref, names, link, meta, access, share)
+        return NatsQueue(ref, names, link, meta, access, share, prefetch=prefetch)
     except BaseException:
         link.release()
         raise
@@ -860,6 +1182,53 @@ _held_lock = threading.Lock()
 def _is_held(url: str, stream: str, seq: int) -> bool:
     with _held_lock:
         return (url, stream, seq) in _held
+
+
+#: (url, stream, seq) of messages this process deleted by sequence lately (by id,
+#: correlation id or cursor), so a receiving handle that prefetched one does not hand it
+#: out again.
+_deleted: collections.OrderedDict[tuple[str, str, int], None] = collections.OrderedDict()
+_DELETED_KEEP = 4096
+
+
+def _note_deleted(url: str, stream: str, seq: int) -> None:
+    with _held_lock:
+        _deleted[(url, stream, seq)] = None
+        while len(_deleted) > _DELETED_KEEP:
+            _deleted.popitem(last=False)
+
+
+def _was_deleted(url: str, stream: str, seq: int) -> bool:
+    with _held_lock:
+        return (url, stream, seq) in _deleted
+
+
+#: Tasks started on a link's loop without an owner to keep them alive.
+_tasks: set[asyncio.Task[None]] = set()
+
+#: Receiving handles with deferred +ACKs (id -> handle, under _held_lock): any call this
+#: process makes on their link sends those first, so what it does after a receive finds
+#: the message gone, as with an acknowledgement sent before receive returned.
+_deferring: dict[int, NatsQueue] = {}
+
+
+def _deferred_on(link: NatsLink) -> list[NatsQueue]:
+    if not _deferring:
+        return []
+    with _held_lock:
+        return [q for q in _deferring.values() if q._link is link]
+
+
+@atexit.register
+def _send_deferred_acks() -> None:
+    with _held_lock:
+        queues = list(_deferring.values())
+    for q in queues:
+        if q._acks and not q._closed:
+            with contextlib.suppress(Exception):
+                q._run(q._drain, 1.0, "acknowledge")
+
+
 
 
 # ----------------------------------------------------------------------------- transactions
@@ -1025,26 +1394,71 @@ class NatsTransaction(Transaction):
 
 
 class _Waker:
-    """Arrival notifications of one queue handle (a core NATS subscription), loop-only."""
+    """Arrival notifications of one queue handle (a core NATS subscription), loop-only.
+
+    ``seen`` collects the subjects published to since the receive path last looked (the
+    hints of where messages are); ``unknown`` is set by a notification that names no
+    priority (the ``wake`` subject: an abort or commit returned messages)."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.last: str = ""
-        self.sub: Any = None
+        self.subs: dict[str, Any] = {}  # subject -> core subscription
+        self.seen: set[str] = set()
+        self.unknown = False
+        self.on_ring: Callable[[], None] | None = None  # also called on each notification
 
     def ring(self, subject: str) -> None:
         self.last = subject
+        self.seen.add(subject)
         ev, self.event = self.event, asyncio.Event()
         ev.set()
+        if self.on_ring is not None:
+            self.on_ring()
+
+    async def _cb(self, msg: Any) -> None:
+        self.ring(msg.subject)
+
+    def poke(self) -> None:
+        """Wake the waits on the loop without a notification (a delivery was buffered)."""
+        ev, self.event = self.event, asyncio.Event()
+        ev.set()
+
+    async def watch(self, nc: Any, subjects: set[str]) -> bool:
+        """Subscribe to exactly ``subjects``; True when one was added (what was published
+        there meanwhile made no notification: the caller looks at the stream)."""
+        added = False
+        for subject in [s for s in self.subs if s not in subjects]:
+            sub = self.subs.pop(subject)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        for subject in subjects:
+            if subject not in self.subs:
+                self.subs[subject] = await nc.subscribe(subject, cb=self._cb)
+                added = True
+        if added:
+            await nc.flush(API_TIMEOUT)
+            self.unknown = True
+        return added
+
+    async def close(self) -> None:
+        subs, self.subs = self.subs, {}
+        for sub in subs.values():
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 class NatsQueue(Queue):
     """An open queue on a NATS JetStream server (MQOpenQueue's handle). Thread-safe."""
 
     def __init__(self, ref: QueueRef, names: _Names, link: NatsLink, meta: dict[str, Any],
-                 access: QueueAccess, share: ShareMode) -> None:
+                 access: QueueAccess, share: ShareMode, *, prefetch: int = 0) -> None:
         self.ref = ref
         self.access = access
+        #: 0: exact receives (MSMQ's: removed before receive returns, at most once);
+        #: N > 0: up to N messages pulled ahead, +ACKs deferred (at least once)
+        self.prefetch = prefetch
+        self._ahead_req = json.dumps({"batch": max(1, prefetch), "expires": int(PULL_AHEAD_WAIT * 1e9)}).encode()
         self._names = names
         self._link = link
         self._meta = meta
@@ -1053,6 +1467,29 @@ class NatsQueue(Queue):
         self._closed = False
         self._warned = False
         self._waker: _Waker | None = None
+        self._inbox = _Inbox()
+        self._looked = -math.inf  # time.monotonic() of the last look at the stream's subjects
+        self._more: dict[int, int] = {}  # consumer index -> messages pending after the last pulled
+        self._suspect: dict[int, float] = {}  # consumer index -> when a notified pull found nothing
+        # consumer index -> prefetched deliveries (time.monotonic() fetched, delivery), loop-only
+        self._buf: dict[int, collections.deque[tuple[float, _Delivery]]] = {}
+        self._streak = 0  # pulls in a row that left messages pending (prefetch once > 1)
+        self._lock = threading.Lock()  # _buf's deques and _acks, shared with receive()'s fast path
+        self._cond = threading.Condition(self._lock)  # notified: a delivery buffered, a pull ended, a notification
+        self._bg_sub: Any = None  # reply subscription of the pulls ahead
+        self._bg_subject = ""
+        self._bg_level: int | None = None  # the consumer a pull ahead is waiting on (see _pull_ahead)
+        self._bg_got = 0  # messages it brought so far
+        self._bg_started = 0.0  # time.monotonic() it was asked
+        self._last_receive = 0.0  # time.monotonic() of the last receive that returned a message
+        self._quick = 0  # receives in a row that came soon after the one before
+        self._acks: list[str] = []  # +ACKs of handed out messages not sent yet
+        self._ack_task = False  # a task on the loop will send _acks
+        self._link_nc: Any = None  # the client, as the loop's coroutines were given it
+        self._direct: _DirectSender | None = None  # own connection for plain sends (see _DirectSender)
+        self._send_what = f"send to {ref}"
+        self._host = B.host_name()  # PROPID_M_SRC_MACHINE_ID of this handle's messages
+        self._unconfirmed: dict[str, str] = {}  # consumer -> last +ACK sent without confirmation
         self._excl_sub: Any = None
         self._sub = ref.subqueue
         self._stream = names.sub_stream(self._sub)
@@ -1065,6 +1502,8 @@ class NatsQueue(Queue):
         else:
             self._subjects = [names.subject(p) for p in _PRIORITIES]
             self._consumers = [f"p{p}" for p in _PRIORITIES]
+        self._index = {s: i for i, s in enumerate(self._subjects)}
+        self._watching = len(self._subjects)  # notified of the subjects self._subjects[:_watching]
         if access & (QueueAccess.RECEIVE | QueueAccess.PEEK):
             self._register_receiver(share)
 
@@ -1084,8 +1523,10 @@ class NatsQueue(Queue):
         if not self.access & need:
             raise W.QueueAccessDenied(f"queue {self.ref} was opened for {self.access.name}, not {need.name}")
 
-    def _run(self, fn: Callable[[Any], Awaitable[T]], timeout: float | None, what: str) -> T:
-        return _run(self._link, fn, timeout=timeout, what=f"{what} on {self.ref}")
+    def _run(self, fn: Callable[[Any], Awaitable[T]], timeout: float | None, what: str, *,
+             receiving: bool = False) -> T:
+        return _run(self._link, fn, timeout=timeout, what=f"{what} on {self.ref}",
+                    receiver=self if receiving else None)
 
     # -- exclusive receive (MQ_DENY_RECEIVE_SHARE), by asking the other receivers
 
@@ -1145,7 +1586,7 @@ class NatsQueue(Queue):
         m.body_type = kind
         m.id = M.new_message_id()
         m.sent_time = m.arrived_time = time.time()
-        m.source_machine = B.host_name()
+        m.source_machine = self._host
         m.sender_pid = os.getpid()
         m.sender_uid = B.uid()
         m.destination_queue = self._info.path
@@ -1157,8 +1598,10 @@ class NatsQueue(Queue):
             m.body = data
         headers = _headers(m, self._names.stream)
         subject = self._names.subject(m.priority)
-        size = len(data) + len(subject) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 16
         limit = self._link.max_payload
+        size = len(data)
+        if size + 16384 > limit:  # headers are a few hundred bytes: count them only near the limit
+            size += len(subject) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 16
         if size > limit:
             raise W.IllegalPropertyValue(
                 f"message property body: {len(data)} bytes (with headers {size}); the NATS server at "
@@ -1184,7 +1627,11 @@ class NatsQueue(Queue):
         DurabilityWarning once per handle when the server does not sync recoverable
         messages.
         """
-        return self.send_many([M.make_message(body, props)], transaction=transaction)[0]
+        self._check(QueueAccess.SEND)
+        tx = self._tx(transaction, sending=True)
+        m = M.make_message(body, props)
+        m.message_class = M.MessageClass.NORMAL
+        return self._send_prepared([m], tx, transactional=tx is not None or self.transactional)[0]
 
     def send_many(self, messages: Iterable[Any], *, transaction: TxArg = None) -> list[M.Message]:
         """Send several messages. Within a NatsTransaction they are published on commit;
@@ -1209,12 +1656,55 @@ class NatsQueue(Queue):
 
         async def op(nc: Any) -> None:
             for p in pending:
-                ack = await _publish(nc, p.subject, p.headers, p.data, what=f"send to {self.ref}")
+                ack = await _publish(nc, p.subject, p.headers, p.data, what=self._send_what)
                 p.message.lookup_id = int(ack.get("seq", 0))
                 await self._after_arrival(nc, p.message)
 
+        direct = self._direct_sender()
+        if direct is not None:
+            try:
+                if _deferred_on(self._link):
+                    self._run(_nothing, API_TIMEOUT * 2, "send")  # receives of this process first
+                if direct.run(op):
+                    if self._link_receivers_prefetch():
+                        # the arrival notification travels on the link's connection: let it
+                        # reach this process's receivers before send returns
+                        self._run(lambda nc: nc.flush(API_TIMEOUT), API_TIMEOUT * 2, "send")
+                    return prepared
+            finally:
+                direct.lock.release()
         self._run(op, None if len(pending) > 100 else 30.0, "send")
         return prepared
+
+    def _link_receivers_prefetch(self) -> bool:
+        """Whether a receiving handle of this process on this link holds messages ahead."""
+        if not _receivers:
+            return False
+        try:
+            receivers = list(_receivers)
+        except RuntimeError:  # one was added meanwhile (another thread): assume so
+            return True
+        return any(q._link is self._link and (q._buf or q._bg_level is not None) for q in receivers)
+
+    def _direct_sender(self) -> _DirectSender | None:
+        """This handle's own connection for plain sends from the thread that first sent
+        (locked: release ``.lock``), or None: another thread, a ``tls://`` server, an
+        asyncio loop running in this thread, or it could not connect."""
+        d = self._direct
+        me = threading.get_ident()
+        if d is None:
+            if not DIRECT_SENDS or self._closed or "tls://" in self._names.url.lower():
+                return None
+            with self._lock:
+                if self._direct is None:
+                    self._direct = _DirectSender(self._names.url, me)
+                d = self._direct
+        if d.thread != me or d.pid != os.getpid() or d.broken or not d.lock.acquire(blocking=False):
+            return None
+        if _loop_running():
+            d.lock.release()
+            return None
+        return d
 
     async def _after_arrival(self, nc: Any, m: M.Message) -> None:
         if m.acknowledge & M.Ack.POSITIVE_ARRIVAL:
@@ -1268,12 +1758,22 @@ class NatsQueue(Queue):
             out[H_ID] = _foreign_id(self._stream, 0) + "-" + uuid.uuid4().hex
         await _publish(nc, self._names.sub_subject(sub), out, data, what=f"move a message of {self.ref} to ;{sub}")
 
-    async def _finish_receive(self, nc: Any, h: _Held) -> None:
-        """Commit of a received message: journal copy, remove, receive acknowledgement."""
+    async def _finish_receive(self, nc: Any, h: _Held, *, confirm: bool = True) -> None:
+        """Commit of a received message: journal copy, remove, receive acknowledgement.
+
+        ``confirm=False`` (a receive outside a transaction) sends the ``+ACK`` without
+        waiting for the server's confirmation: it is on its way when receive returns, and
+        the message comes back (after the ack wait) only if the connection or process
+        dies before the server has it."""
         if self._info.journal and not self._sub:
             await self._copy_to(nc, SUB_JOURNAL, h.raw_headers, h.data, h.message.arrived_time)
         if h.reply is not None:
-            await _ack(nc, h.reply)
+            self._link_nc = nc
+            if confirm:
+                await _ack(nc, h.reply)
+            else:
+                self._defer_ack(h.reply)
+            _note_deleted(self._names.url, h.stream, h.seq)  # peeks here skip it from now on
         else:
             await _delete_msg(nc, h.stream, h.seq)
         if h.message.acknowledge & M.Ack.POSITIVE_RECEIVE:
@@ -1325,8 +1825,48 @@ class NatsQueue(Queue):
         if _is_held(self._names.url, d.stream, d.seq):
             await _ack(nc, d.reply, b"-NAK")
             return None
-        await self._finish_receive(nc, h)
+        if not self.prefetch:
+            return m if await self._take_exactly(nc, h) else None
+        await self._finish_receive(nc, h, confirm=False)
+        if d.consumer in self._consumers and self._waker is not None:
+            self._arm(self._consumers.index(d.consumer))
         return m
+
+    async def _take_exactly(self, nc: Any, h: _Held) -> bool:
+        """A plain receive without prefetch (MSMQ's semantics): the pulled message is
+        removed from the stream (STREAM.MSG.DELETE of its sequence, confirmed) before
+        receive returns, so it is received at most once, also across a crash. The
+        server deletes a sequence once: a receive by id, correlation id or cursor
+        (which delete by sequence too) in any process that took it first makes the
+        delete fail, and this receive moves on (False) instead of handing it out a
+        second time. The ``+ACK`` that ends the consumer's delivery follows without
+        waiting (the message is gone either way; :meth:`stat` has it confirmed first)."""
+        assert h.reply is not None
+        try:
+            resp = await _api(nc, f"STREAM.MSG.DELETE.{h.stream}", {"seq": h.seq, "no_erase": True})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await nc.publish(h.reply, b"-NAK")  # not received: back to the queue
+            raise
+        err = _api_error(resp)
+        if err is not None and not (err[0] == ERR_MSG_DELETE and ("no message" in err[1] or "EOF" in err[1])):
+            with contextlib.suppress(Exception):
+                await nc.publish(h.reply, b"-NAK")
+            if err[0] == ERR_STREAM_NOT_FOUND:
+                raise W.QueueDeleted(f"queue {self.ref} was deleted")
+            raise W.MsmqError(f"receive on {self.ref}: the server did not remove the message ({err[1]})")
+        with contextlib.suppress(Exception):
+            await nc.publish(h.reply, b"+ACK")
+        if err is not None:
+            return False  # gone: a receive by sequence took it first
+        self._unconfirmed[_ack_consumer(h.reply)] = h.reply
+        if self._waker is None:
+            _receivers.add(self)  # (a waiting handle is there already) for stat()
+        if self._info.journal and not self._sub:
+            await self._copy_to(nc, SUB_JOURNAL, h.raw_headers, h.data, h.message.arrived_time)
+        if h.message.acknowledge & M.Ack.POSITIVE_RECEIVE:
+            await self._post_ack(nc, h.message, M.MessageClass.ACK_RECEIVE)
+        return True
 
     # -- the receive loop
 
@@ -1341,77 +1881,427 @@ class NatsQueue(Queue):
         counts = (info.get("state") or {}).get("subjects") or {}
         return [i for i, s in enumerate(self._subjects) if counts.get(s)]
 
-    async def _try_receive(self, nc: Any, tx: NatsTransaction | None) -> M.Message | None:
-        for i in await self._nonempty(nc):
+    async def _candidates(self, nc: Any) -> tuple[list[int], set[int]]:
+        """The consumers (indexes, highest priority first) a receive should pull from, and
+        which of them are only hinted by an arrival notification.
+
+        Without a round trip when this handle's notifications say enough: the subjects
+        published to since the last look, and the consumers whose last pulled message
+        said more were pending. A look at the stream (STREAM.INFO, which priorities hold
+        messages) when there is no notification subscription yet, after a ``wake``
+        (returned messages make no publish), and at least every :data:`LOOK_EVERY`
+        seconds (redeliveries after the ack wait make none either)."""
+        waker = self._waker
+        now = time.monotonic()
+        if len(self._subjects) == 1:
+            if waker is not None:
+                waker.unknown = False
+                waker.seen.clear()
+            return [0], set()
+        if waker is None or waker.unknown or now - self._looked > LOOK_EVERY or not self.prefetch:
+            # without prefetch every receive looks: a message sent at a higher priority
+            # (by any process) before receive was called is received first, whether or
+            # not its notification reached this process yet
+            if waker is not None:
+                waker.unknown = False
+                waker.seen.clear()
+                self._looked = now
+            return await self._nonempty(nc), set()
+        hinted: set[int] = set()
+        for subject in waker.seen:
+            i = self._index.get(subject)
+            if i is not None:
+                hinted.add(i)
+            else:
+                waker.unknown = True  # a wake: look at the stream next time
+        waker.seen.clear()
+        more = {i for i, n in self._more.items() if n}
+        return sorted(hinted | more | set(self._suspect)), hinted - more
+
+    async def _fetch(self, nc: Any, i: int, expires: float | None) -> bool:
+        """Pull from consumer ``i`` into this handle's prefetch buffer; False when nothing
+        came. Asks for one message, or with ``prefetch`` for several (up to it, never more
+        than the consumer said were pending) once this handle's receives keep finding
+        more waiting: a receiver working through a backlog pays one round trip per
+        batch, and one that takes a single message never holds others back."""
+        if self._bg_level == i:
+            # a pull ahead waits on this consumer: another pull would overtake it (the
+            # server serves waiting pulls in turn), so wait for its deliveries instead
+            waker = self._waker
+            if expires and waker is not None and not self._buf.get(i):
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waker.event.wait(), expires)
+            return bool(self._buf.get(i))
+        want = 1
+        if self._streak > 0 and self.prefetch > 1:
+            want = max(1, min(self.prefetch, 2 ** self._streak, self._more.get(i, 0)))
+        await self._flush_acks(nc)  # written together with the pull
+        got = await _pull(nc, self._inbox, self._stream, self._consumers[i], expires=expires, batch=want)
+        if not got:
+            self._more.pop(i, None)
+            self._streak = 0
+            return False
+        self._more[i] = got[-1].pending
+        self._streak = self._streak + 1 if got[-1].pending else 0
+        now = time.monotonic()
+        with self._lock:
+            buf = self._buf.setdefault(i, collections.deque())
+            for d in got:
+                _buffer(buf, now, d)
+        return True
+
+    async def _hand_out(self, nc: Any, i: int, tx: NatsTransaction | None) -> M.Message | None:
+        """The next buffered delivery of consumer ``i``, received (or held in ``tx``);
+        None when the buffer ran out or held nothing receivable."""
+        buf = self._buf.get(i)
+        while True:
+            with self._lock:
+                if not buf:
+                    return None
+                t, d = buf.popleft()
+            if time.monotonic() - t > self._ack_wait / 3:
+                # held too long to be sure the server has not given it to another receiver
+                await _ack(nc, d.reply, b"-NAK", sync=False)
+                continue
+            if _was_deleted(self._names.url, d.stream, d.seq):
+                await _ack(nc, d.reply, sync=False)  # taken by id or cursor meanwhile
+                continue
+            m = await self._take_delivery(nc, d, tx)
+            if m is not None:
+                return m
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _arm(self, i: int) -> None:
+        """After a receive from consumer ``i`` (either thread): note the pace, and once
+        receives follow each other closely (:data:`PULL_AHEAD_AFTER` in a row, each
+        within :data:`PULL_AHEAD_GAP` seconds), start a pull ahead on ``i``."""
+        now = time.monotonic()
+        self._quick = self._quick + 1 if now - self._last_receive < PULL_AHEAD_GAP else 0
+        self._last_receive = now
+        if not self.prefetch or self._quick < PULL_AHEAD_AFTER or self._bg_level is not None or self._closed:
+            return
+        with self._lock:
+            if self._bg_level is not None or self._buf.get(i):
+                return
+            self._bg_level = i
+            self._bg_started = now
+        try:
+            if threading.current_thread() is self._link.thread:
+                task = asyncio.get_running_loop().create_task(self._pull_ahead(self._link_nc, i))
+                _tasks.add(task)
+                task.add_done_callback(_tasks.discard)
+            else:
+                self._link.spawn(lambda nc: self._pull_ahead(nc, i))
+        except (W.WinIPCError, RuntimeError):
+            with self._lock:
+                self._bg_level = None
+
+    async def _pull_ahead(self, nc: Any, i: int) -> None:
+        """Ask consumer ``i`` for up to ``prefetch`` messages, the server waiting up
+        to :data:`PULL_AHEAD_WAIT` seconds for them; :meth:`_on_ahead` puts each in the
+        prefetch buffer as it comes (the caller's thread takes it from there, see
+        :meth:`_fast_receive`). A reply subscription of its own, so it never holds up
+        this handle's other pulls."""
+        self._link_nc = nc
+        try:
+            if self._bg_sub is None:
+                self._bg_subject = nc.new_inbox()
+                self._bg_sub = await nc.subscribe(self._bg_subject, cb=self._on_ahead)
+            self._bg_got = 0
+            await self._flush_acks(nc)
+            await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumers[i]}", self._ahead_req,
+                             reply=self._bg_subject)
+        except Exception:
+            self._end_ahead()
+            raise
+
+    async def _on_ahead(self, msg: Any) -> None:
+        i = self._bg_level
+        if not msg.data and not msg.reply:  # a status: expired (408), nothing (404), gone (409)
+            self._end_ahead()
+            return
+        meta = _parse_ack_subject(msg.reply or "")
+        if meta is None:
+            return
+        if i is None or self._closed:
+            await _ack(self._link_nc, msg.reply, b"-NAK", sync=False)  # nobody asked for it
+            return
+        d = _Delivery(stream=meta[0], consumer=meta[1], reply=msg.reply, seq=meta[3], delivered=meta[2],
+                      arrived=meta[4], headers=_lower(msg.headers), data=bytes(msg.data), pending=meta[5])
+        self._more[i] = d.pending
+        self._bg_got += 1
+        again = False
+        now = time.monotonic()
+        with self._cond:
+            buf = self._buf.setdefault(i, collections.deque())
+            _buffer(buf, now, d)
+            if self._bg_got >= self.prefetch:
+                # all came: ask for the next ones at once while receives keep pace
+                again = now - self._last_receive < PULL_AHEAD_GAP and len(buf) <= self.prefetch // 2
+                if again:
+                    self._bg_got = 0
+                    self._bg_started = now
+                else:
+                    self._bg_level = None
+            self._cond.notify_all()
+        if self._waker is not None:
+            self._waker.poke()  # a receive waiting on the loop takes it from the buffer
+        if again:
+            try:
+                await self._flush_acks(self._link_nc)
+                await self._link_nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._consumers[i]}",
+                                            self._ahead_req, reply=self._bg_subject)
+            except Exception:
+                self._end_ahead()
+
+    def _end_ahead(self) -> None:
+        with self._cond:
+            self._bg_level = None
+            self._cond.notify_all()
+        if self._waker is not None:
+            self._waker.poke()
+
+    async def _drop_ahead(self, nc: Any) -> None:
+        """Forget a pull ahead that never ended (no status came): its reply subscription
+        goes, so a late answer reaches no one (redelivered after the ack wait)."""
+        sub, self._bg_sub = self._bg_sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._end_ahead()
+
+    async def _release_prefetched(self, nc: Any) -> None:
+        """Give back every buffered, not handed out delivery (``-NAK``: at once, its
+        delivery count raised by one)."""
+        until = time.monotonic() + PULL_AHEAD_WAIT + 1.0
+        while self._bg_level is not None and time.monotonic() < until:
+            await asyncio.sleep(0.01)  # the pull ahead ends by itself (expiry) within PULL_AHEAD_WAIT
+        await self._drop_ahead(nc)
+        with self._lock:
+            bufs, self._buf = self._buf, {}
+        for buf in bufs.values():
+            for _, d in buf:
+                with contextlib.suppress(Exception):
+                    await _ack(nc, d.reply, b"-NAK", sync=False)
+
+    async def _flush_acks(self, nc: Any) -> None:
+        """Send the deferred ``+ACK`` s of messages handed out by :meth:`_fast_receive`."""
+        with self._lock:
+            acks, self._acks = self._acks, []
+        for reply in acks:
+            with contextlib.suppress(Exception):
+                await nc.publish(reply, b"+ACK")
+            self._unconfirmed[_ack_consumer(reply)] = reply
+
+    async def _confirm_acks(self, nc: Any) -> None:
+        """Send the deferred ``+ACK`` s and wait for the server's confirmation of the last
+        one of each consumer (sent again as a request: the server confirms a repeated
+        ``+ACK`` too, and handles a consumer's acknowledgements in order)."""
+        await self._flush_acks(nc)
+        last, self._unconfirmed = list(self._unconfirmed.values()), {}
+        with _held_lock, self._lock:
+            if not self._acks:
+                _deferring.pop(id(self), None)
+        if last:
+            await asyncio.gather(*(_ack(nc, reply) for reply in last), return_exceptions=True)
+
+    async def _ack_later(self, nc: Any) -> None:
+        await asyncio.sleep(ACK_DELAY)
+        with self._lock:
+            self._ack_task = False
+        await self._flush_acks(nc)
+
+    def _fast_receive(self) -> M.Message | None:
+        """A plain receive served from the prefetch buffer in the caller's thread, without
+        a trip to the link's loop; None when the loop must do it.
+
+        Only when nothing can come before the buffered message: no notification of a
+        higher priority, no higher consumer known to have messages, a look at the
+        stream less than :data:`LOOK_EVERY` seconds ago; and only for a message that
+        needs nothing but its ``+ACK`` (not poison, not expired, no journal copy, no
+        receive acknowledgement). The ``+ACK`` is sent within :data:`ACK_DELAY`
+        seconds, with the other handed out messages' (or with the next pull, or on
+        close), without waiting for the server's confirmation."""
+        waker = self._waker
+        if waker is None or waker.unknown or self._info.journal or not self._buf:
+            return None
+        if time.monotonic() - self._looked > LOOK_EVERY and len(self._subjects) > 1:
+            return None
+        index = self._index
+        above = min([index.get(s, -1) for s in tuple(waker.seen)]
+                    + [j for j, n in list(self._more.items()) if n] + list(self._suspect), default=len(index))
+        with self._lock:
+            levels = [j for j, b in self._buf.items() if b]
+            if not levels:
+                return None
+            i = min(levels)
+            if above < i:
+                return None
+            t, d = self._buf[i].popleft()
+        m: M.Message | None = None
+        now = time.monotonic()
+        if (now - t <= self._ack_wait / 3 and (self._sub or d.delivered - 1 <= self._info.max_aborts)
+                and not _was_deleted(self._names.url, d.stream, d.seq) and not _is_held(self._names.url, d.stream, d.seq)):
+            with contextlib.suppress(W.CorruptQueueError):
+                m = _decode(d.headers, d.data, stream=d.stream, seq=d.seq, arrived=d.arrived, aborts=d.delivered - 1)
+            if m is not None:
+                exp = m.expires_at
+                if (exp is not None and exp <= time.time() and not self._sub) or m.acknowledge & M.Ack.POSITIVE_RECEIVE:
+                    m = None
+        if m is None:
+            with self._lock:
+                self._buf.setdefault(i, collections.deque()).appendleft((t, d))
+            return None
+        _note_deleted(self._names.url, d.stream, d.seq)
+        self._defer_ack(d.reply)
+        self._arm(i)
+        return m
+
+    def _defer_ack(self, reply: str) -> None:
+        """Queue the ``+ACK`` of a handed out message: sent within :data:`ACK_DELAY`
+        seconds with the others queued meanwhile (one write), or sooner with this
+        handle's next pull, on close, on stat, at exit."""
+        with self._lock:
+            self._acks.append(reply)
+            start = not self._ack_task
+            self._ack_task = True
+        if start:
+            try:
+                if threading.current_thread() is self._link.thread:
+                    task = asyncio.get_running_loop().create_task(self._ack_later(self._link_nc))
+                    _tasks.add(task)
+                    task.add_done_callback(_tasks.discard)
+                else:
+                    self._link.spawn(self._ack_later)
+            except (W.WinIPCError, RuntimeError):
+                with self._lock:
+                    self._ack_task = False
+        with _held_lock:
+            _deferring[id(self)] = self
+
+    async def _try_receive(self, nc: Any, tx: NatsTransaction | None, again: bool = True) -> M.Message | None:
+        order, hinted = await self._candidates(nc)
+        for i in sorted(set(order) | {j for j, b in self._buf.items() if b}):
             while True:
-                d = await _pull(nc, self._stream, self._consumers[i], expires=None)
-                if d is None:
+                if self._buf.get(i):
+                    m = await self._hand_out(nc, i, tx)
+                    if m is not None:
+                        await self._rewatch(nc)
+                        return m
+                    continue
+                if not await self._fetch(nc, i, None):
+                    if i in hinted and i not in self._suspect:
+                        # notified, but not stored yet (or taken by another receiver)
+                        self._suspect[i] = time.monotonic()
+                    elif i in self._suspect and time.monotonic() - self._suspect[i] > SUSPECT_FOR:
+                        del self._suspect[i]
                     break
-                m = await self._take_delivery(nc, d, tx)
-                if m is not None:
-                    return m
+                self._suspect.pop(i, None)
+        if again and self._waker is not None and self._waker.unknown:
+            return await self._try_receive(nc, tx, False)  # a wake came meanwhile: look once more
         return None
 
     async def _ensure_waker(self, nc: Any) -> _Waker:
         if self._waker is None:
             waker = _Waker()
-
-            async def cb(msg: Any) -> None:
-                waker.ring(msg.subject)
-
-            subject = self._subjects[0] if len(self._subjects) == 1 else self._names.all_subjects
-            waker.sub = await nc.subscribe(subject, cb=cb)
-            if len(self._subjects) == 1:
-                waker.sub2 = await nc.subscribe(self._names.wake, cb=cb)  # type: ignore[attr-defined]
-            await nc.flush(API_TIMEOUT)
+            waker.on_ring = self._notify
+            _receivers.add(self)
+            await waker.watch(nc, {self._names.wake, *self._subjects})
             self._waker = waker
         return self._waker
+
+    async def _rewatch(self, nc: Any, *, peeking: bool = False) -> bool:
+        """Notifications only where they can change what the next receive returns.
+
+        A handle working through a backlog at one priority (messages buffered, or the
+        consumer said several more are pending) listens only to the higher priorities'
+        subjects (and ``wake``): every message published at its own priority or below
+        would otherwise reach it twice, as a notification and as a delivery. Once the
+        backlog is worked off it listens to all again and looks at the stream (what came
+        meanwhile). A queue with one consumer waits in a pull on the server and needs no
+        notification but ``wake``; peeks listen to everything. True when a subscription
+        was added (the caller looks again before waiting)."""
+        waker = self._waker
+        if waker is None:
+            return False
+        if peeking:
+            level = len(self._subjects)
+        elif len(self._subjects) == 1:
+            level = 0
+        else:
+            # enter at BACKLOG pending messages, leave once none are left (no flapping)
+            least = 1 if self._watching < len(self._subjects) else BACKLOG
+            level = len(self._subjects) if self._bg_level is None else self._bg_level
+            for i in range(level):
+                if self._buf.get(i) or self._more.get(i, 0) >= least:
+                    level = i
+                    break
+        if level == self._watching:
+            return False
+        self._watching = level
+        return await waker.watch(nc, {self._names.wake, *self._subjects[:level]})
 
     async def _wait_loop(self, nc: Any, attempt: Callable[[Any], Awaitable[M.Message | None]],
                          timeout: float | None, what: str, *, pull_wait: bool) -> M.Message:
         deadline = None if timeout is None else time.monotonic() + timeout
         waker = await self._ensure_waker(nc) if timeout != 0 else None
+        woken: int | None = None  # the consumer a publish notification just named
         while True:
             self._check_alive(what)
             event = waker.event if waker is not None else None
-            m = await attempt(nc)
-            if m is not None:
-                return m
+            if woken is None:
+                m = await attempt(nc)
+                if m is not None:
+                    return m
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise W.IoTimeout(f"{what} on {self.ref}: no message within {timeout:g} s")
             assert waker is not None and event is not None
+            tx = _current_tx.get()
+            peeking = tx is _PEEK
+            if await self._rewatch(nc, peeking=peeking):
+                continue  # listening to more subjects now: look before waiting
             if pull_wait:
                 # one consumer: wait on the server (wakes on arrival and on redelivery)
-                d = await _pull(nc, self._stream, self._consumers[0],
-                                expires=min(LONG_PULL, remaining if remaining is not None else LONG_PULL))
-                if d is not None:
-                    m = await self._take_delivery(nc, d, _current_tx.get())
+                if await self._fetch(nc, 0, min(LONG_PULL, remaining if remaining is not None else LONG_PULL)):
+                    m = await self._hand_out(nc, 0, tx)
                     if m is not None:
+                        await self._rewatch(nc)
                         return m
                 continue
-            cap = self._ack_wait / 2
+            if not peeking and (woken is not None or self._suspect):
+                # a publish reached us before (or as) the stream stored it: wait for it on
+                # the server (a pull with expires), not with repeated looks
+                if woken is not None:
+                    i, short, woken = woken, SUSPECT_FOR, None
+                else:
+                    i = min(self._suspect)
+                    short = SUSPECT_FOR - (time.monotonic() - self._suspect.pop(i))
+                if remaining is not None:
+                    short = min(short, remaining)
+                if short > 0 and await self._fetch(nc, i, short):
+                    m = await self._hand_out(nc, i, tx)
+                    if m is not None:
+                        await self._rewatch(nc)
+                        return m
+                continue
+            cap = min(self._ack_wait / 2, LOOK_EVERY)
             try:
                 await asyncio.wait_for(event.wait(), cap if remaining is None else min(cap, remaining))
             except asyncio.TimeoutError:
                 continue
             self._check_alive(what)
-            last = waker.last
-            if last in self._subjects and _current_tx.get() is not _PEEK:
-                # the publish may reach us before the stream stored it: wait for it there
-                i = self._subjects.index(last)
-                m = await attempt(nc)
-                if m is not None:
-                    return m
-                short = 0.5 if remaining is None else max(0.0, min(0.5, deadline - time.monotonic()))  # type: ignore[operator]
-                if short > 0:
-                    d = await _pull(nc, self._stream, self._consumers[i], expires=short)
-                    if d is not None:
-                        m = await self._take_delivery(nc, d, _current_tx.get())
-                        if m is not None:
-                            return m
-            elif _current_tx.get() is _PEEK:
+            if peeking:
                 await asyncio.sleep(0.02)  # let the stream store what was just published
+                continue
+            hinted = [self._index[s] for s in waker.seen if s in self._index]
+            known = [i for i, n in self._more.items() if n]
+            if hinted and not (known and min(known) < min(hinted)):
+                woken = min(hinted)
+                waker.seen.discard(self._subjects[woken])
 
     def _check_alive(self, what: str) -> None:
         if self._closed:
@@ -1445,16 +2335,41 @@ class NatsQueue(Queue):
             _current_tx.reset(token)
 
     def receive(self, timeout: float | None = None, *, transaction: TxArg = None) -> M.Message:
-        """MQReceiveMessage: pull the first message (highest priority, then oldest) and
-        acknowledge it (or hold it in ``transaction``). Waits up to ``timeout`` seconds
-        (None: forever) for an arrival without polling; raises IoTimeout,
+        """MQReceiveMessage: the first message (highest priority, then oldest), removed
+        (or held in ``transaction``). Waits up to ``timeout`` seconds (None: forever) for
+        an arrival without polling. Without ``prefetch`` (the default) the message is
+        deleted on the server before this returns: at most once, never one another
+        receive took. With ``prefetch=N`` it may come from this handle's prefetch (taken
+        in this thread) and its ``+ACK`` is not waited for: at least once (see
+        :func:`winipc.msmq.open`, docs/wire/msmq-nats.md). Raises IoTimeout,
         TransactionUsage, OperationCancelled (the handle was closed), QueueDeleted,
         CorruptQueueError (a message that does not decode; it is returned to the queue
         and moves to ``;poison`` after max_aborts tries)."""
         self._check(QueueAccess.RECEIVE)
         t = self._timeout(timeout)
         tx = self._tx(transaction, sending=False)
-        return self._run(self._receive_coro(t, tx), None, "receive")
+        if tx is None and self.prefetch and (self._buf or self._bg_level is not None):
+            deadline = None if t is None else time.monotonic() + t
+            while True:
+                m = self._fast_receive()
+                if m is not None:
+                    return m
+                left = None if deadline is None else deadline - time.monotonic()
+                if self._bg_level is not None and time.monotonic() - self._bg_started > PULL_AHEAD_WAIT + API_TIMEOUT:
+                    with contextlib.suppress(W.WinIPCError):
+                        self._run(self._drop_ahead, API_TIMEOUT, "receive")  # its end never came
+                with self._cond:
+                    if self._bg_level is None or self._closed or any(self._buf.values()):
+                        break
+                    if left is not None and left <= 0:
+                        break
+                    waker = self._waker
+                    if waker is None or waker.unknown or waker.seen:
+                        break  # a notification: the loop decides
+                    self._cond.wait(PULL_AHEAD_WAIT if left is None else min(left, PULL_AHEAD_WAIT))
+            if deadline is not None:
+                t = max(0.0, deadline - time.monotonic())
+        return self._run(self._receive_coro(t, tx), None, "receive", receiving=tx is None)
 
     async def areceive(self, timeout: float | None = None, *, transaction: TxArg = None) -> M.Message:
         """The asyncio twin of :meth:`receive`: runs on the NATS link's loop; cancelling
@@ -1499,7 +2414,7 @@ class NatsQueue(Queue):
                     break
                 s, h, data, arrived = got
                 seq = s + 1
-                if _is_held(self._names.url, self._stream, s):
+                if _is_held(self._names.url, self._stream, s) or _was_deleted(self._names.url, self._stream, s):
                     continue
                 m = _decode(h, data, stream=self._stream, seq=s, arrived=arrived, aborts=0)
                 exp = m.expires_at
@@ -1578,6 +2493,7 @@ class NatsQueue(Queue):
             return False
         if not await _delete_msg(nc, self._stream, seq):
             return False
+        _note_deleted(self._names.url, self._stream, seq)
         if self._info.journal and not self._sub:
             await self._copy_to(nc, SUB_JOURNAL, headers, data, m.arrived_time)
         if m.acknowledge & M.Ack.POSITIVE_RECEIVE:
@@ -1639,6 +2555,11 @@ class NatsQueue(Queue):
         names = self._names
 
         async def op(nc: Any) -> tuple[int, int, int, dict[str, int]]:
+            # receives of this process end their deliveries with +ACKs not waited for:
+            # have them confirmed, or a received message could still count as locked
+            for q in [self, *_receivers_on(self._link)]:
+                if q is self or q._unconfirmed or q._acks:
+                    await q._confirm_acks(nc)
             info = await _stream_info(nc, self._stream, self.ref)
             state = info.get("state") or {}
             locked = 0
@@ -1673,25 +2594,39 @@ class NatsQueue(Queue):
         self._check(QueueAccess.RECEIVE | QueueAccess.PEEK | QueueAccess.SEND)
         return _purge(self._link, self._names, self.ref)
 
+    async def _drain(self, nc: Any) -> None:
+        """Send the deferred ``+ACK`` s and wait until the server has them."""
+        await self._confirm_acks(nc)
+
     def close(self) -> None:
         """MQCloseQueue (idempotent): wakes this handle's blocked receives
         (OperationCancelled) and gives the connection back."""
         if self._closed:
             return
         self._closed = True
-        waker, excl = self._waker, self._excl_sub
+        waker, excl, inbox = self._waker, self._excl_sub, self._inbox
 
         async def op(nc: Any) -> None:
-            for sub in (getattr(waker, "sub", None), getattr(waker, "sub2", None), excl):
-                if sub is not None:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+            if excl is not None:
+                with contextlib.suppress(Exception):
+                    await excl.unsubscribe()
+            if waker is not None:
+                await waker.close()
             if waker is not None:
                 waker.ring("")
+            await self._confirm_acks(nc)
+            with _held_lock:
+                _deferring.pop(id(self), None)
+            await self._release_prefetched(nc)
+            await inbox.close()
+            with contextlib.suppress(Exception):
+                await nc.flush(API_TIMEOUT)  # acknowledgements sent without waiting reach the server
 
         with contextlib.suppress(W.WinIPCError):
             if not self._link.closed:
                 self._link.call(op, timeout=API_TIMEOUT, what=f"close {self.ref}")
+        if self._direct is not None:
+            self._direct.close()
         self._link.release()
 
 
