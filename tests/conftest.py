@@ -23,6 +23,8 @@ def winipc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     # RPC servers do not take part in the network endpoint mapper unless a test says so
     # (tests/test_rpc_mapper.py gives each of its tests a port of its own)
     monkeypatch.setenv("WINIPC_RPC_EPM_PORT", "0")
+    # nor do pipes that take remote clients hold the pipe port (tests/test_pipes_remote.py)
+    monkeypatch.setenv("WINIPC_PIPE_PORT", "0")
     yield root
     left = []
     for entry in root.iterdir():
@@ -33,6 +35,8 @@ def winipc_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
             continue  # atoms live until the machine restarts; clipboards keep their data
         elif entry.name.startswith(".dead."):
             continue
+        elif entry.name == "pipe-remote" and entry.is_dir():
+            left += [str(p) for p in entry.iterdir()]  # every intake closed with its pipe
         elif entry.name == "msmq" and entry.is_dir():
             # the queue store folder itself may stay; queues in it (and transaction tokens
             # of processes that are gone) may not
@@ -65,6 +69,7 @@ def shared_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
             p.name
             for p in root.iterdir()
             if not p.name.startswith((".dead.", "local-")) and p.name not in ("atoms", "clipboard")
+            and not (p.name == "pipe-remote" and not any(p.iterdir()))  # intakes closed with their pipes
         ]
         store = root / "msmq"
         if "msmq" in left and all(p.name == ".tx" for p in store.iterdir()):
@@ -72,6 +77,15 @@ def shared_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
         assert not left, f"objects left behind: {left}"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on every IPv4 address)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
 
 
 def child_env() -> dict[str, str]:

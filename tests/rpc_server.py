@@ -1,6 +1,8 @@
 """An RPC server process for the tests: serves the interfaces of rpc_ifaces until stdin closes.
 
-    python rpc_server.py [--public] [--anonymous] [--key PRINCIPAL:HEX] [--tls CERTFILE:KEYFILE] BINDING...
+    python rpc_server.py [--public] [--anonymous] [--key PRINCIPAL:HEX] [--tls CERTFILE:KEYFILE[:CAFILE]] BINDING...
+
+With a CA file, ncacn_np endpoints also take clients from other machines (remote pipes).
 
 Prints one line of JSON: {"bindings": [...], "pid": N}.
 """
@@ -45,10 +47,19 @@ def main() -> None:
         if ca:  # client certificates signed by this CA identify callers
             tls.load_verify_locations(ca[0])
             tls.verify_mode = ssl.CERT_OPTIONAL
+    np_tls = None
+    if a.tls and len(a.tls.split(":")) == 3:  # ncacn_np from other machines: certificates required
+        cert, key, ca_file = a.tls.split(":")
+        np_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        np_tls.load_cert_chain(cert, key)
+        np_tls.load_verify_locations(ca_file)
+        np_tls.verify_mode = ssl.CERT_REQUIRED
     out = []
     for b in a.bindings:
         if b.startswith("ncacn_ip_tcp"):
             out.append(server.listen(b, tls=tls, allow_anonymous=a.anonymous))
+        elif b.startswith("ncacn_np"):
+            out.append(server.listen(b, security=everyone if a.public else None, tls=np_tls))
         else:
             out.append(server.listen(b, security=everyone if a.public else None))
     server.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ from winipc import errors as W
 from winipc import rpc
 from winipc.rpc import _mapper
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
+from conftest import free_port
 
 
 @pytest.fixture
 def epm_port(monkeypatch: pytest.MonkeyPatch) -> int:
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("WINIPC_RPC_EPM_PORT", str(port))  # server processes inherit it
     return port
 
@@ -137,7 +132,7 @@ def test_another_server_takes_over_when_the_holder_dies(epm_port: int, servers: 
 
 
 def test_no_mapper(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WINIPC_RPC_EPM_PORT", str(_free_port()))
+    monkeypatch.setenv("WINIPC_RPC_EPM_PORT", str(free_port()))
     with pytest.raises(W.ServerUnavailable) as exc:
         rpc.bind_interface(Public, host="127.0.0.1")
     assert exc.value.winerror == 1722 and "endpoint mapper" in str(exc.value)

@@ -19,6 +19,7 @@ when known)::
     │   ├── PipeClosing (BrokenPipeError)         232  ERROR_NO_DATA        (write to a closing pipe)
     │   └── PipeNotConnected (BrokenPipeError)    233  ERROR_PIPE_NOT_CONNECTED
     ├── PipeBusy (BlockingIOError)                231  ERROR_PIPE_BUSY
+    ├── PipeLocal (OSError)                       229  ERROR_PIPE_LOCAL     (a remote-only query on a local pipe)
     ├── NoData (BlockingIOError)                  232  ERROR_NO_DATA        (non-blocking read, empty pipe)
     ├── PipeListening (BlockingIOError)           536  ERROR_PIPE_LISTENING (non-blocking connect, no client)
     ├── MoreData (BufferError)                    234  ERROR_MORE_DATA      (.data holds the part read)
@@ -103,6 +104,7 @@ ERROR_INSUFFICIENT_BUFFER = 122
 ERROR_INVALID_NAME = 123
 ERROR_ALREADY_EXISTS = 183
 ERROR_BAD_PIPE = 230
+ERROR_PIPE_LOCAL = 229
 ERROR_PIPE_BUSY = 231
 ERROR_NO_DATA = 232
 ERROR_PIPE_NOT_CONNECTED = 233
@@ -185,6 +187,7 @@ MESSAGES: dict[int, str] = {
     ERROR_INVALID_NAME: "The filename, directory name, or volume label syntax is incorrect.",
     ERROR_ALREADY_EXISTS: "Cannot create a file when that file already exists.",
     ERROR_BAD_PIPE: "The pipe state is invalid.",
+    ERROR_PIPE_LOCAL: "The pipe is local.",
     ERROR_PIPE_BUSY: "All pipe instances are busy.",
     ERROR_NO_DATA: "The pipe is being closed.",
     ERROR_PIPE_NOT_CONNECTED: "No process is on the other end of the pipe.",
@@ -368,6 +371,10 @@ class PipeNotConnected(BrokenPipe):
 
 class PipeBusy(WinIPCError, BlockingIOError):
     winerror_default = ERROR_PIPE_BUSY
+
+
+class PipeLocal(WinIPCError):
+    winerror_default = ERROR_PIPE_LOCAL
 
 
 class NoData(WinIPCError, BlockingIOError):

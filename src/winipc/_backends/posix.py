@@ -532,6 +532,25 @@ def connect_unix(
     return sock
 
 
+def unix_listener_alive(path: str) -> bool:
+    """Whether a process listens on the Unix socket at ``path`` (False: refused or gone).
+
+    A full listen queue counts as alive. A stale socket file (its process died) refuses.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        with _short_path(path) as p:
+            sock.connect(p)
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        sock.close()
+    return True
+
+
 def unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

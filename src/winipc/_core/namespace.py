@@ -41,8 +41,9 @@ RECORD = "record"
 HOLDERS = "holders"
 RECORD_LIMIT = 64 * 1024
 #: folders of services that live beside the objects in a root and are not objects: the
-#: atom table, clipboards and the message-queue store (never listed, never cleaned)
-SERVICE_FOLDERS = frozenset({"atoms", "clipboard", "msmq"})
+#: atom table, clipboards, the message-queue store and remote pipes' intakes (never listed,
+#: never cleaned)
+SERVICE_FOLDERS = frozenset({"atoms", "clipboard", "msmq", "pipe-remote"})
 _RETRIES = 64
 
 

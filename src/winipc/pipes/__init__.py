@@ -28,6 +28,7 @@ from winipc.pipes._named import (
     connect,
     wait_named_pipe,
 )
+from winipc.pipes._remote import RemotePeer, pipe_port, set_default_tls
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -40,8 +41,11 @@ __all__ = [
     "PipeConnection",
     "PipeEnd",
     "PipeInstance",
+    "RemotePeer",
     "call_named_pipe",
     "connect",
     "create_pipe",
+    "pipe_port",
+    "set_default_tls",
     "wait_named_pipe",
 ]

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable
 
 from winipc import errors as W
 from winipc._backends.errors import translate
+from winipc._core.names import pipe_name
 from winipc._core.timeouts import seconds
 from winipc._wire import framing
 from winipc.pipes._connection import _HAS_OOB, _OOB_MARK, ConnectedEnd, PeekResult
@@ -223,7 +224,11 @@ class AsyncPipeConnection(ConnectedEnd):
             AccessDenied: (5) the pipe's security or direction refuses us, or the server
                 is not ``expect_server_uid``.
             InvalidParameter: ``read_message`` on a byte-type pipe, or a bad argument.
+            NotSupported: a pipe on another machine (``\\\\server\\pipe\\name``).
         """
+        if not pipe_name(name).is_local:
+            raise W.NotSupported(f"{name}: AsyncPipeConnection reaches pipes on this machine only; open a remote "
+                                 "pipe with winipc.pipes.connect (in a thread)")
         limit = seconds(timeout, "timeout")
         loop = asyncio.get_running_loop()
         deadline = None if limit is None else loop.time() + limit

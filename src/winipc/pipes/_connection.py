@@ -58,11 +58,21 @@ class ConnectedEnd(Handle):
     name: str
     message_type: bool
     read_message_mode: bool
+    #: the other end when it is on another machine (``\\\\server\\pipe\\name``), else None
+    remote: Any = None
+    #: the pump that carries a remote connection (winipc.pipes._remote), for flush()
+    _remote_pump: Any = None
 
     @property
     def peer(self) -> B.PeerCredentials:
-        """Process id, user id and group id of the other end (SO_PEERCRED)."""
+        """Process id, user id and group id of the other end (SO_PEERCRED).
+
+        For a remote peer: the process id it reported, and -1 as user and group id (its
+        identity is :attr:`remote`).
+        """
         self._check_open()
+        if self.remote is not None:
+            return B.PeerCredentials(self.remote.pid, -1, -1)
         return B.peer_credentials(self._sock)
 
     @property
@@ -992,6 +1002,9 @@ class PipeConnection(ConnectedEnd):
     def flush(self, timeout: float | None = None) -> None:
         """Wait until the other end has read everything written (FlushFileBuffers).
 
+        On a connection to another machine: until the process at the other end has read
+        it (the two machines confirm it over the connection).
+
         Raises:
             BrokenPipe: the other end closed before reading it all.
             SemTimeout: not read within ``timeout``.
@@ -1020,6 +1033,8 @@ class PipeConnection(ConnectedEnd):
             except OSError as exc:
                 raise translate(exc, "flush", self.name) from None
             if left == 0:
+                if self._remote_pump is not None:
+                    self._remote_pump.flush(deadline, self.name)
                 return
             if self._peer_gone():
                 self._raise_gone(writing=True)
@@ -1041,6 +1056,8 @@ class PipeConnection(ConnectedEnd):
         Closing either copy leaves the other open.
         """
         self._check_write()
+        if self.remote is not None:
+            raise W.NotSupported(f"{self.name}: handles cannot be duplicated into a process on another machine")
         import msgpack  # imported here: a client that never passes handles needs only stdlib
 
         fds, desc = export_handle(handle)
@@ -1129,6 +1146,9 @@ class PipeConnection(ConnectedEnd):
             self._sock.recv(len(bell))
 
     def _export(self) -> tuple[list[int], dict[str, Any]]:
+        if self.remote is not None:
+            raise W.NotSupported(f"{self.name}: a connection to another machine stays in the process that opened "
+                                 "it (its TLS session lives there)")
         if self._ring is not None:  # the copy maps the same rings (one user at a time)
             return [self._sock.fileno(), self._ring_fd], {**self._export_meta(), "ring": True}
         return [self._sock.fileno()], self._export_meta()

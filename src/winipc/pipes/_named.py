@@ -15,7 +15,9 @@ import itertools
 import os
 import select
 import socket
+import ssl
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from winipc import errors as W
@@ -25,7 +27,7 @@ from winipc._core import namespace
 from winipc._core.names import ObjectName, pipe_name
 from winipc._core.security import Access, SecurityAttributes
 from winipc._core.timeouts import seconds
-from winipc.pipes import _fast
+from winipc.pipes import _fast, _remote
 from winipc.pipes._connection import PipeConnection
 
 _instance_ids = itertools.count()
@@ -78,14 +80,21 @@ class PipeInstance(PipeConnection):
             0 means 50 ms, as on Windows.
         security: who may connect; owner only by default.
         first_instance: fail if the pipe exists (FILE_FLAG_FIRST_PIPE_INSTANCE).
-        reject_remote_clients: PIPE_REJECT_REMOTE_CLIENTS (on by default; local pipes
-            take only local clients, remote transport comes later).
+        reject_remote_clients: PIPE_REJECT_REMOTE_CLIENTS. On by default (Windows has it
+            off): an instance takes clients from other machines only when this is False,
+            and then needs ``tls`` and ``remote_clients``. See docs/pipes.md, "Remote pipes".
         nowait: PIPE_NOWAIT: connect() and reads return at once.
         max_message_size: largest message (bytes) a peer may announce; longer is an error.
         fast_path: None or True (default None) offers the shared-memory fast path to
             local winipc clients (listening at ``<pid>.<n>.fp1.sock``) when the extension
             is built and ``WINIPC_FASTPATH`` is not 0; False keeps every client on the
             socket. Plain clients (socat) get the socket format either way.
+        tls: with ``reject_remote_clients=False``: a server-side :class:`ssl.SSLContext`
+            with ``verify_mode=CERT_REQUIRED``; remote clients are identified by their
+            certificate.
+        remote_clients: with ``reject_remote_clients=False``: the certificate common
+            names admitted from other machines, or ``"*"`` for any certificate ``tls``
+            verifies. Local clients are still governed by ``security``.
 
     Raises:
         InvalidName: a bad name.
@@ -114,8 +123,16 @@ class PipeInstance(PipeConnection):
         nowait: bool = False,
         max_message_size: int = MAX_MESSAGE_DEFAULT,
         fast_path: bool | None = None,
+        tls: ssl.SSLContext | None = None,
+        remote_clients: Iterable[str] = (),
     ) -> None:
         self._closed = True
+        self._remote_tls: ssl.SSLContext | None = None
+        self._remote_clients: frozenset[str] = frozenset()
+        if not reject_remote_clients:
+            self._remote_tls, self._remote_clients = _remote.check_server_context(tls, remote_clients)
+        elif tls is not None or remote_clients:
+            raise W.InvalidParameter("tls and remote_clients apply only with reject_remote_clients=False")
         oname = pipe_name(name)
         if not oname.is_local:
             raise W.NotSupported(f"{oname.raw}: a server can only create pipes on this machine")
@@ -183,10 +200,15 @@ class PipeInstance(PipeConnection):
             max_message_size=max_message_size,
         )
         self._has_client = False
+        self._pending_remote: tuple[_remote.RemotePeer, Any] | None = None
         self.read_message_mode = bool(read_message)
         self.nowait = nowait
+        self._registered = False
         try:
             self._listen()
+            if self._remote_tls is not None:
+                _remote.register(self, oname)
+                self._registered = True
         except BaseException:
             self.close()
             raise
@@ -338,6 +360,13 @@ class PipeInstance(PipeConnection):
             return None
         conn.setblocking(True)
         cred = B.peer_credentials(conn)
+        if _remote.is_marker(addr):  # a remote client our intake vetted for this instance
+            claimed = _remote.claim(addr, cred.pid)
+            if claimed is None:
+                conn.close()
+                return None
+            self._pending_remote = claimed
+            return conn
         if not self._security.check(self._owner, cred.uid, cred.gid, self._wanted_rights()):
             conn.close()  # refused before reading a byte
             return None
@@ -376,6 +405,8 @@ class PipeInstance(PipeConnection):
         offered, self._offered = self._offered, None
         if offered is not None:
             self._attach_ring(offered[0], 0, offered[1])
+        claimed, self._pending_remote = self._pending_remote, None
+        self.remote, self._remote_pump = claimed if claimed is not None else (None, None)
         self._has_client = True
         self._state = _State.CONNECTED
 
@@ -395,9 +426,25 @@ class PipeInstance(PipeConnection):
 
     @property
     def client_pid(self) -> int:
-        """The connected client's process id (Win32: GetNamedPipeClientProcessId)."""
+        """The connected client's process id (Win32: GetNamedPipeClientProcessId).
+
+        A remote client's is the one it reported.
+        """
         self._require_client()
         return self.peer.pid
+
+    @property
+    def client_computer_name(self) -> str:
+        """A remote client's computer name, as it sent it (Win32: GetNamedPipeClientComputerName).
+
+        Raises:
+            PipeLocal: (229) the client is on this machine.
+            PipeNotConnected / PipeListening: no client.
+        """
+        self._require_client()
+        if self.remote is None:
+            raise W.PipeLocal(f"{self.name}: the client is on this machine")
+        return str(self.remote.computer_name)
 
     def disconnect(self) -> None:
         """Drop the client (Win32: DisconnectNamedPipe).
@@ -427,11 +474,15 @@ class PipeInstance(PipeConnection):
             self._sock.close()
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._rbuf.clear()
+        self.remote = self._remote_pump = None
         self._has_client = False
         self._state = _State.DISCONNECTED
 
     def _close(self) -> None:
         try:
+            if self._registered:
+                self._registered = False
+                _remote.unregister(self, self._oname)
             self._stop_listening()
             super()._close()
         finally:
@@ -459,8 +510,13 @@ def connect(
     expect_server_uid: int | None = None,
     max_message_size: int = MAX_MESSAGE_DEFAULT,
     fast_path: bool | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> PipeConnection:
     """Open the client end of a named pipe (Win32: CreateFile on ``\\\\.\\pipe\\name``).
+
+    ``\\\\server\\pipe\\name`` reaches a pipe on another machine over TLS, through that
+    machine's pipe port (docs/pipes.md, "Remote pipes"); the connection then works as a
+    local one, except that handles cannot be passed and it cannot be duplicated.
 
     Args:
         name: the pipe's name.
@@ -475,21 +531,26 @@ def connect(
             when the server is a local winipc process that speaks it, the extension is
             built and ``WINIPC_FASTPATH`` is not 0; False never does. The API is the
             same either way; ``conn.fast_path`` says which was taken.
+        tls: for a remote pipe: the client-side :class:`ssl.SSLContext` (with this
+            client's certificate loaded, since servers admit remote clients by it). The
+            default verifies the server against the system's CAs and presents no
+            certificate. Unused for local pipes.
 
     Returns:
-        The connected :class:`PipeConnection`.
+        The connected :class:`PipeConnection` (``.remote`` describes a remote server).
 
     Raises:
+        BadNetPath: (53) a remote pipe: nothing answers on that host's pipe port.
         FileNotFound: (2) no such pipe.
         PipeBusy: (231) every instance is busy; see :func:`wait_named_pipe`.
         AccessDenied: (5) the pipe's security or direction refuses us, or the server is
             not ``expect_server_uid``.
     """
     oname = pipe_name(name)
-    if not oname.is_local:
-        raise W.NotSupported(f"{oname.raw}: remote named pipes are not available yet")
     if not (read or write):
         raise W.InvalidParameter("open a pipe for read, write, or both")
+    if not oname.is_local:
+        return _connect_remote(oname, read, write, read_message, nowait, expect_server_uid, max_message_size, tls)
     path, rec = namespace.lookup(oname)
     mode = OpenMode(int(rec.attrs["open_mode"]))
     _access_for(mode, read, write, oname)
@@ -541,6 +602,33 @@ def connect(
     return conn
 
 
+def _connect_remote(oname: ObjectName, read: bool, write: bool, read_message: bool, nowait: bool,
+                    expect_server_uid: int | None, max_message_size: int, tls: ssl.SSLContext | None) -> PipeConnection:
+    if oname.server == "*":
+        raise W.InvalidName(f"{oname.raw}: pipes have no broadcast form (that is for mailslots)")
+    if expect_server_uid is not None:
+        raise W.InvalidParameter("expect_server_uid: a remote server is identified by its TLS certificate, not a uid")
+    opened = _remote.open_remote(oname, read=read, write=write, tls=tls)
+    sock = opened.sock
+    if not read:
+        sock.shutdown(socket.SHUT_RD)
+    conn = PipeConnection(
+        sock,
+        name=oname.display,
+        message_type=opened.message_type,
+        can_read=read,
+        can_write=write,
+        is_client=True,
+        max_message_size=max_message_size,
+    )
+    conn.remote = opened.peer
+    conn._remote_pump = opened.pump
+    if read_message:
+        conn.set_read_mode(True)
+    conn.nowait = nowait
+    return conn
+
+
 def _instance_sockets(path: str) -> list[str]:
     return sorted(os.path.join(path, f) for f in B.list_dir(path) if f.endswith(".sock"))
 
@@ -563,7 +651,9 @@ def _connect_any(path: str, oname: ObjectName, fast: bool) -> socket.socket:
 def wait_named_pipe(name: str, timeout: float | None = USE_DEFAULT_WAIT) -> None:
     """Wait until an instance of the pipe is listening (Win32: WaitNamedPipe).
 
-    A connect right after may still find it busy if another client was faster.
+    A connect right after may still find it busy if another client was faster. For a
+    remote pipe the other machine's pipe port answers (no TLS: it says only whether an
+    instance that takes remote clients is listening).
 
     Args:
         name: the pipe's name.
@@ -573,8 +663,16 @@ def wait_named_pipe(name: str, timeout: float | None = USE_DEFAULT_WAIT) -> None
     Raises:
         FileNotFound: (2) no such pipe, at once.
         SemTimeout: (121) no instance listened within the time-out (never early).
+        BadNetPath: (53) a remote pipe: nothing answers on that host's pipe port.
+        AccessDenied: (5) a remote pipe that takes no remote clients.
     """
     oname = pipe_name(name)
+    if not oname.is_local:
+        if timeout is USE_DEFAULT_WAIT:
+            _remote.wait_remote(oname, None, True)
+        else:
+            _remote.wait_remote(oname, seconds(timeout, "timeout"), False)
+        return
     path, rec = namespace.lookup(oname)
     limit = float(rec.attrs["default_timeout"]) if timeout is USE_DEFAULT_WAIT else seconds(timeout, "timeout")
     deadline = None if limit is None else time.monotonic() + limit
@@ -591,8 +689,11 @@ def wait_named_pipe(name: str, timeout: float | None = USE_DEFAULT_WAIT) -> None
         delay = min(delay * 2, 0.02)
 
 
-def call_named_pipe(name: str, data: bytes, size: int = 65536, timeout: float | None = USE_DEFAULT_WAIT) -> bytes:
+def call_named_pipe(name: str, data: bytes, size: int = 65536, timeout: float | None = USE_DEFAULT_WAIT,
+                    *, tls: ssl.SSLContext | None = None) -> bytes:
     """Connect, write one message, read the reply, close (Win32: CallNamedPipe).
+
+    ``tls``: for a remote pipe, as :func:`connect`'s.
 
     Raises:
         MoreData: the reply is longer than ``size`` (``.data`` holds its first part).
@@ -600,7 +701,7 @@ def call_named_pipe(name: str, data: bytes, size: int = 65536, timeout: float | 
     """
     for attempt in range(2):
         try:
-            conn = connect(name, read_message=True)
+            conn = connect(name, read_message=True, tls=tls)
             break
         except W.PipeBusy:
             if attempt:

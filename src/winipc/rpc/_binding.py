@@ -98,13 +98,15 @@ class StringBinding:
 
     @property
     def pipe_name(self) -> str:
-        """The winipc pipe an ncalrpc or ncacn_np binding stands for."""
+        """The winipc pipe an ncalrpc or ncacn_np binding stands for (``\\\\host\\pipe\\name``
+        for ncacn_np on another host)."""
         if self.protseq == "ncalrpc":
             return rf"\\.\pipe\ncalrpc.{self.endpoint}"
         m = _PIPE_ENDPOINT.match(self.endpoint)
         if not m:
             raise W.InvalidEndpointFormat(f"{self}: no pipe endpoint")
-        return rf"\\.\pipe\{m.group(1)}"
+        host = "." if self.is_local else self.network_address
+        return rf"\\{host}\pipe\{m.group(1)}"
 
     def with_endpoint(self, endpoint: str) -> StringBinding:
         return StringBinding(self.protseq, self.network_address, endpoint, dict(self.options), self.object_uuid)

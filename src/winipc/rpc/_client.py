@@ -77,10 +77,8 @@ class _ClientConn:
             self.ch: Channel = open_tcp(sb.network_address or "127.0.0.1", int(sb.endpoint), binding.max_frame,
                                         binding.connect_timeout, binding.tls)
         else:
-            if not sb.is_local:
-                raise W.ProtseqNotSupported(f"{sb}: ncacn_np to another machine is not available yet; "
-                                            "use ncacn_ip_tcp with TLS")
-            self.ch = open_pipe(sb.pipe_name, binding.max_frame, binding.connect_timeout, binding.expect_server_uid)
+            self.ch = open_pipe(sb.pipe_name, binding.max_frame, binding.connect_timeout, binding.expect_server_uid,
+                                binding.tls)
         self.conn = Conn(self.ch, is_server=False, oob_threshold=binding.oob_threshold)
         try:
             self._handshake()
@@ -152,8 +150,8 @@ class Binding:
             raise W.InvalidEndpointFormat(f"{binding}: a TCP binding needs a port (or use bind_interface)")
         if self.string_binding.protseq != "ncacn_ip_tcp" and not self.string_binding.endpoint:
             raise W.InvalidEndpointFormat(f"{binding}: the binding needs an endpoint (or use bind_interface)")
-        if tls is not None and self.string_binding.protseq != "ncacn_ip_tcp":
-            raise W.InvalidParameter("tls applies to ncacn_ip_tcp")
+        if tls is not None and self.string_binding.protseq == "ncalrpc":
+            raise W.InvalidParameter("tls applies to ncacn_ip_tcp and to ncacn_np on another host; ncalrpc is local")
         self.auth = auth or AuthInfo()
         self.tls = tls
         self.timeout = timeout
@@ -358,7 +356,8 @@ def bind(binding: str, **kwargs: Any) -> Binding:
     Args:
         binding: ``ncalrpc:[name]``, ``ncacn_np:[\\\\pipe\\\\name]``, ``ncacn_ip_tcp:host[port]``.
         auth: :class:`AuthInfo` (level, principal, key).
-        tls: a client SSL context (ncacn_ip_tcp); PKT_PRIVACY needs it.
+        tls: a client SSL context for ncacn_ip_tcp (PKT_PRIVACY needs it) and for ncacn_np on
+            another host (remote named pipes: with this client's certificate loaded).
         timeout: seconds per call (None: no limit).
         connect_timeout: seconds to connect and bind.
         callbacks: implementations of callback interfaces the server may call during

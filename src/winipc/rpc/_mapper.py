@@ -17,11 +17,11 @@ the mapper on: those of servers listening on every address, or on exactly that o
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 from winipc import errors as W
+from winipc._core import env
 from winipc.rpc import _epm
 from winipc.rpc._binding import StringBinding
 from winipc.rpc._common import current_call
@@ -49,12 +49,7 @@ def epm_port() -> int:
     Raises:
         InvalidParameter: the variable is not a port number (0..65535).
     """
-    raw = os.environ.get("WINIPC_RPC_EPM_PORT", "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    if not raw.isdigit() or int(raw) > 65535:
-        raise W.InvalidParameter(f"WINIPC_RPC_EPM_PORT={raw!r}: a TCP port 0..65535 (0: no network endpoint mapper)")
-    return int(raw)
+    return env.port("WINIPC_RPC_EPM_PORT", DEFAULT_PORT, "no network endpoint mapper")
 
 
 @interface(uuid="6d5e0e1c-3b0a-4f42-9c5e-2b8f4a1d7e35", version=(1, 0))

@@ -128,7 +128,10 @@ class RpcServer:
             security: who may connect to a local endpoint (owner only by default); each
                 interface then checks its own.
             tls: a server-side SSL context for ncacn_ip_tcp (PKT_PRIVACY); with
-                ``verify_mode=CERT_REQUIRED`` client certificates identify callers.
+                ``verify_mode=CERT_REQUIRED`` client certificates identify callers. On
+                ncacn_np it lets clients on other machines in (remote named pipes; the
+                context must require client certificates, and any certificate it verifies
+                is admitted to the pipe, each interface then checking its caller).
             allow_anonymous: admit TCP callers that present neither a key nor a client
                 certificate (refused by default).
 
@@ -146,15 +149,15 @@ class RpcServer:
             listener: PipeListener | TcpListener = tcp
             sb = sb.with_endpoint(str(tcp.port))
         else:
-            if tls is not None:
-                raise W.InvalidParameter("tls applies to ncacn_ip_tcp; local endpoints are private already")
+            if tls is not None and sb.protseq != "ncacn_np":
+                raise W.InvalidParameter("tls applies to ncacn_ip_tcp and ncacn_np; ncalrpc is local only")
             if sb.protseq == "ncacn_np" and not sb.is_local:
                 raise W.InvalidStringBinding(f"{binding}: a server creates pipes on this machine only")
             if not sb.endpoint:
                 sb = sb.with_endpoint(f"LRPC-{os.urandom(8).hex()}" if sb.protseq == "ncalrpc"
                                       else rf"\pipe\winipc-rpc-{os.urandom(8).hex()}")
             try:
-                listener = PipeListener(sb.pipe_name, self.max_frame, security)
+                listener = PipeListener(sb.pipe_name, self.max_frame, security, tls)
             except W.AccessDenied as exc:
                 raise W.AccessDenied(f"{sb}: the endpoint is in use ({exc.strerror})") from None
         ep = _Endpoint(sb, listener, allow_anonymous)

@@ -54,6 +54,14 @@ class PipeChannel(Channel):
     def __init__(self, conn: PipeConnection, max_frame: int) -> None:
         super().__init__(max_frame)
         self.conn = conn
+        remote = conn.remote
+        if remote is not None:  # ncacn_np across machines: TLS, the peer named by its certificate
+            self.local = False
+            self.tls = True
+            self.peer_pid = remote.pid
+            if remote.principal.startswith("cn:"):
+                self.peer_cert = {"subject": ((("commonName", remote.principal[3:]),),)}
+            return
         peer = conn.peer
         self.peer_pid, self.peer_uid, self.peer_gid = peer.pid, peer.uid, peer.gid
 
@@ -169,13 +177,17 @@ class SocketChannel(Channel):
 # ---------------------------------------------------------------------- client side
 
 
-def open_pipe(pipe_name: str, max_frame: int, timeout: float | None, expect_server_uid: int | None) -> PipeChannel:
-    """Connect to an RPC pipe, waiting while every instance is busy (WaitNamedPipe)."""
+def open_pipe(pipe_name: str, max_frame: int, timeout: float | None, expect_server_uid: int | None,
+              tls: ssl.SSLContext | None = None) -> PipeChannel:
+    """Connect to an RPC pipe, waiting while every instance is busy (WaitNamedPipe).
+
+    ``tls``: the client context for a pipe on another machine (``\\\\host\\pipe\\name``).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
             conn = connect(pipe_name, read_message=True, max_message_size=max_frame,
-                           expect_server_uid=expect_server_uid)
+                           expect_server_uid=expect_server_uid, tls=tls)
             return PipeChannel(conn, max_frame)
         except W.PipeBusy:
             left = None if deadline is None else deadline - time.monotonic()
@@ -185,6 +197,8 @@ def open_pipe(pipe_name: str, max_frame: int, timeout: float | None, expect_serv
                 wait_named_pipe(pipe_name, min(left, 1.0) if left is not None else 1.0)
             except (W.SemTimeout, W.FileNotFound):
                 continue
+        except W.BadNetPath as exc:
+            raise W.ServerUnavailable(f"no RPC server reachable at {pipe_name}: {exc.strerror}") from None
         except W.FileNotFound:
             raise W.ServerUnavailable(f"no RPC server listens on {pipe_name}") from None
 
@@ -211,9 +225,11 @@ def open_tcp(host: str, port: int, max_frame: int, timeout: float | None, tls: s
 class PipeListener:
     """Keeps one pipe instance listening; ``accept`` hands over a connected one."""
 
-    def __init__(self, pipe_name: str, max_frame: int, security: SecurityAttributes | None) -> None:
+    def __init__(self, pipe_name: str, max_frame: int, security: SecurityAttributes | None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.pipe_name = pipe_name
         self.max_frame = max_frame
+        self.tls = tls  # remote clients too (ncacn_np from other machines), identified by certificate
         if security is not None:  # to connect to an RPC endpoint is to read and write its pipe
             full = Access.CONNECT | Access.READ | Access.WRITE
             security = SecurityAttributes.from_record(security.to_record())
@@ -226,9 +242,12 @@ class PipeListener:
         self._inst: PipeInstance | None = self._new(first=True)
 
     def _new(self, first: bool = False) -> PipeInstance:
+        remote: dict[str, Any] = {}
+        if self.tls is not None:
+            remote = {"reject_remote_clients": False, "tls": self.tls, "remote_clients": "*"}
         return PipeInstance(self.pipe_name, message=True, security=self.security,
                             max_message_size=self.max_frame, first_instance=first,
-                            in_buffer_size=256 * 1024, out_buffer_size=256 * 1024)
+                            in_buffer_size=256 * 1024, out_buffer_size=256 * 1024, **remote)
 
     def accept(self) -> PipeChannel | None:
         """A connected channel, or None once closed."""

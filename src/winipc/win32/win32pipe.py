@@ -421,6 +421,20 @@ def GetNamedPipeClientProcessId(hPipe: Any) -> int:
     return conn.client_pid if isinstance(conn, PipeInstance) else os.getpid()
 
 
+@api("GetNamedPipeClientComputerName")
+def GetNamedPipeClientComputerName(hPipe: Any) -> str:
+    """A remote client's computer name, on the server's end (Win32: GetNamedPipeClientComputerName).
+
+    Raises:
+        pywintypes.error: 229 ERROR_PIPE_LOCAL the client is on this machine (or this is a
+            client's end); 233 / 536 no client is connected.
+    """
+    conn = O.pipe_of(lookup(hPipe, "GetNamedPipeClientComputerName"), "GetNamedPipeClientComputerName")
+    if not isinstance(conn, PipeInstance):
+        raise W.PipeLocal("a client's end: the client is this machine")
+    return conn.client_computer_name
+
+
 @api("GetNamedPipeServerProcessId")
 def GetNamedPipeServerProcessId(hPipe: Any) -> int:
     """The server's process id, from either end (Win32: GetNamedPipeServerProcessId)."""
@@ -467,6 +481,7 @@ __all__ = [
     "CreatePipe",
     "DisconnectNamedPipe",
     "FdCreatePipe",
+    "GetNamedPipeClientComputerName",
     "GetNamedPipeClientProcessId",
     "GetNamedPipeHandleState",
     "GetNamedPipeInfo",
