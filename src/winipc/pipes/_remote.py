@@ -438,7 +438,7 @@ class _Pump:
                     ev_loc |= select.POLLOUT
                 if not self.tcp_gone:
                     poller.register(self.tcp, ev_tcp)
-                if not self.local_dead:
+                if not (self.local_dead and self.local_eof):  # still readable after a failed write
                     poller.register(self.local, ev_loc)
                 events = dict(poller.poll(wait_ms))
                 le = events.get(self.local.fileno(), 0)
