@@ -532,6 +532,22 @@ def connect_unix(
     return sock
 
 
+def unread_bytes(sock: socket.socket, name: str = "") -> int:
+    """Bytes sent on a local stream socket that its reader has not read yet (TIOCOUTQ).
+
+    Raises:
+        WinIPCError: the query failed (translated; ``name`` goes into the message).
+    """
+    import fcntl
+    import termios
+
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError as exc:
+        raise translate(exc, "flush", name) from None
+    return int(struct.unpack("i", raw)[0])
+
+
 def unix_listener_alive(path: str) -> bool:
     """Whether a process listens on the Unix socket at ``path`` (False: refused or gone).
 

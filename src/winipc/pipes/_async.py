@@ -21,14 +21,13 @@ Cancellation is safe at every ``await``:
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import select
 import socket
-import termios
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from winipc import errors as W
+from winipc._backends import os_backend as B
 from winipc._backends.errors import translate
 from winipc._core.names import pipe_name
 from winipc._core.timeouts import seconds
@@ -93,11 +92,7 @@ async def _flush_socket(
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     while True:
-        try:
-            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-        except OSError as exc:
-            raise translate(exc, "flush", name) from None
-        left = int.from_bytes(raw, "little")
+        left = B.unread_bytes(sock, name)
         if left == 0:
             return
         if any(ev & (select.POLLHUP | select.POLLERR) for _fd, ev in poller.poll(0)):

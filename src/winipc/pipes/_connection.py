@@ -1010,8 +1010,6 @@ class PipeConnection(ConnectedEnd):
             SemTimeout: not read within ``timeout``.
         """
         self._check_open()
-        import fcntl
-        import termios
 
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.0001
@@ -1026,12 +1024,7 @@ class PipeConnection(ConnectedEnd):
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
         while True:
-            try:
-                left = int.from_bytes(
-                    fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), "little"
-                )
-            except OSError as exc:
-                raise translate(exc, "flush", self.name) from None
+            left = B.unread_bytes(self._sock, self.name)
             if left == 0:
                 if self._remote_pump is not None:
                     self._remote_pump.flush(deadline, self.name)

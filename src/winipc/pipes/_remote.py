@@ -397,7 +397,11 @@ class _Pump:
             self._put(R.FLUSH, R.SEQ.pack(seq))
         if not self._to_answer:
             return None
-        if self.lx or self.local_dead or _unread(self.local) > 0:
+        try:
+            unread = B.unread_bytes(self.local)
+        except W.WinIPCError:
+            unread = 0
+        if self.lx or self.local_dead or unread > 0:
             return 5.0  # our process has not read it all yet: look again shortly
         for seq in self._to_answer:
             self._put(R.FLUSHED, R.SEQ.pack(seq))
@@ -472,17 +476,6 @@ class _Pump:
                 with contextlib.suppress(OSError):
                     s.close()
             self.close_wake()
-
-
-def _unread(sock: socket.socket) -> int:
-    """Bytes we sent on a local stream socket that its reader has not read yet."""
-    import fcntl
-    import termios
-
-    try:
-        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), "little")
-    except OSError:
-        return 0
 
 
 # --------------------------------------------------------------------------- sessions
