@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -260,24 +260,105 @@ def test_oneway_callbacks_async_and_cancel(server: Server) -> None:
         b.client(Files).ask_client("x")  # no callback interface on this binding
 
 
-def test_concurrent_threads_share_one_binding(server: Server) -> None:
+def _in_threads(n: int, work: Callable[[int], None]) -> None:
+    """work(0) .. work(n - 1) at once, one thread each; the first exception is raised here."""
     errors: list[BaseException] = []
+    gate = threading.Barrier(n)
+
+    def run(k: int) -> None:
+        try:
+            gate.wait(10)
+            work(k)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+
+
+def test_concurrent_threads_share_one_binding(server: Server) -> None:
     with rpc.bind(server.binding) as b:
         t = b.client(Types)
 
         def work(k: int) -> None:
-            try:
-                for i in range(200):
-                    assert t.divmod(k * 1000 + i, 7) == divmod(k * 1000 + i, 7)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            for i in range(200):
+                assert t.divmod(k * 1000 + i, 7) == divmod(k * 1000 + i, 7)
 
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    assert not errors
+        _in_threads(8, work)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_connect_opens_the_pool_ahead_and_surfaces_errors(server: Server) -> None:
+    before = _open_fds()
+    with rpc.bind(server.binding) as b:
+        b.connect(3)  # RpcBindingBind: three connections, made now
+        opened = _open_fds() - before
+        assert opened >= 3
+        b.connect(2)  # already idle: nothing more
+        assert _open_fds() - before == opened
+        t = b.client(Types)
+
+        def work(k: int) -> None:
+            for i in range(50):
+                assert t.echo_int(k * 100 + i) == k * 100 + i
+
+        _in_threads(3, work)
+        for bad in (0, 65, 1.5, True):
+            with pytest.raises(W.InvalidParameter, match="connections"):
+                b.connect(bad)  # type: ignore[arg-type]
+    assert _open_fds() == before  # closing the binding closed them all
+    with pytest.raises(W.InvalidHandle):
+        b.connect()
+    with rpc.bind("ncalrpc:[no-such-endpoint]", connect_timeout=1.0) as nobody:
+        with pytest.raises(W.ServerUnavailable):
+            nobody.connect()
+        assert _open_fds() == before
+
+
+def test_unregister_reaches_connections_already_open() -> None:
+    """A connection that already called an interface sees it go and come back (RpcServerUnregisterIf)."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from rpc_ifaces import PublicImpl, Public\n"
+        "from winipc import rpc\n"
+        "s = rpc.RpcServer(); impl = PublicImpl(); s.register(impl)\n"
+        "print(s.listen('ncalrpc:[unreg]'), flush=True); s.start()\n"
+        "for line in sys.stdin:\n"
+        "    s.unregister(Public) if line.strip() == 'off' else s.register(impl)\n"
+        "    print('ok', flush=True)\n"
+        "s.stop()\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdin is not None and p.stdout is not None
+
+    def say(word: str) -> None:
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(word + "\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok"
+
+    try:
+        with rpc.bind(p.stdout.readline().strip()) as b:
+            b.connect(1)
+            pub = b.client(Public)
+            assert pub.hello() == "hello"
+            say("off")
+            with pytest.raises(W.UnknownInterface):
+                pub.hello()  # the same connection: its lookup cache must not answer
+            say("on")
+            assert pub.hello() == "hello"
+    finally:
+        p.stdin.close()
+        p.wait(15)
+        p.stdout.close()
 
 
 def test_whoami_and_endpoint_mapper(server: Server) -> None:

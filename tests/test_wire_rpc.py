@@ -391,6 +391,105 @@ def test_request_and_response_round_trip(uuid: bytes, major: int, minor: int, op
     assert msgpack.packb(res, use_bin_type=True) == msgpack.packb(result, use_bin_type=True)
 
 
+# -- the plain-call fast path ----------------------------------------------------------------
+# Calls without out-of-band buffers or MAC build and read frames in one piece
+# (request_frame / response_frame / quick_request / quick_response): the same bytes as the
+# general path, and on any input either the general parsers' answer or None (general path).
+
+
+@FUZZ
+@given(uuid=st.binary(min_size=16, max_size=16), major=u16, minor=u16, opnum=u16, args=st.lists(values, max_size=5),
+       result=values, flags=st.sampled_from([0, w.ONEWAY, w.CALLBACK]), call_id=u32)
+def test_plain_frames_are_the_general_path_bytes(uuid: bytes, major: int, minor: int, opnum: int, args: list[Any],
+                                                result: Any, flags: int, call_id: int) -> None:
+    req = w.request_frame(w.request_prefix(uuid, major, minor, opnum), flags, call_id, args)
+    assert req == join(w.frame_parts(w.REQUEST, flags, call_id, w.request_body(uuid, major, minor, opnum, args, [])))
+    q = w.quick_request(req)
+    assert q is not None and q[:2] == (flags, call_id)
+    assert msgpack.packb(q[2], use_bin_type=True) == msgpack.packb([uuid, major, minor, opnum, args, []],
+                                                                    use_bin_type=True)
+    res = w.response_frame(flags & w.CALLBACK, call_id, result)
+    assert res == join(w.frame_parts(w.RESPONSE, flags & w.CALLBACK, call_id, w.response_body(result, [])))
+    got = w.quick_response(res, flags & w.CALLBACK, call_id)
+    assert got is not None and msgpack.packb(got[0], use_bin_type=True) == msgpack.packb(result, use_bin_type=True)
+    assert w.quick_response(res, flags & w.CALLBACK, call_id ^ 1) is None  # another call's answer
+    assert w.quick_response(res, w.CALLBACK - (flags & w.CALLBACK), call_id) is None  # a callback's
+    assert w.quick_request(res) is None and w.quick_response(req, flags, call_id) is None
+
+
+def _relabel(raw: bytes, body_len: int) -> bytes:
+    """``raw`` with its header's body length replaced."""
+    fields = list(w.HEADER.unpack_from(raw))
+    fields[5] = body_len
+    return w.HEADER.pack(*fields) + raw[w.HEADER_SIZE:]
+
+
+_PLAIN_REQ = w.request_frame(w.request_prefix(bytes(16), 1, 0, 2), 0, 3, [5])
+_PLAIN_RES = w.response_frame(0, 3, 5)
+#: near misses the fast path must leave to the general one: lengths that do not add up,
+#: out-of-band lengths without buffers, a call id, flags or a type it does not take
+NEAR_MISSES = [
+    _relabel(_PLAIN_REQ, len(_PLAIN_REQ) - w.HEADER_SIZE + 1), _relabel(_PLAIN_REQ, len(_PLAIN_REQ) - w.HEADER_SIZE - 1),
+    _relabel(_PLAIN_RES, len(_PLAIN_RES) - w.HEADER_SIZE + 1), _relabel(_PLAIN_RES, len(_PLAIN_RES) - w.HEADER_SIZE - 1),
+    join(w.frame_parts(w.REQUEST, 0, 3, w.request_body(bytes(16), 1, 0, 2, [5], [0]))),
+    join(w.frame_parts(w.REQUEST, 0, 3, w.request_body(bytes(16), 1, 0, 2, [5], [2]))),
+    join(w.frame_parts(w.RESPONSE, 0, 3, w.response_body(5, [0]))),
+    join(w.frame_parts(w.REQUEST, w.DID_NOT_EXECUTE, 3, w.request_body(bytes(16), 1, 0, 2, [5], []))),
+    join(w.frame_parts(w.REQUEST, 0, 3, w.request_body(bytes(15), 1, 0, 2, [5], []))),
+    join(w.frame_parts(w.REQUEST, 0, 3, w.request_body(bytes(16), 1, 0x10000, 2, [5], []))),
+    join(w.frame_parts(w.REQUEST, 0, 3, w.request_body(bytes(16), 1, 0, 2, [5], [], ), [memoryview(b"x")], b"k" * 32)),
+    _PLAIN_RES[:-1], _PLAIN_REQ + b"\x00",
+]
+
+
+@pytest.mark.parametrize("raw", NEAR_MISSES, ids=range(len(NEAR_MISSES)))
+def test_the_fast_path_leaves_near_misses_to_the_general_one(raw: bytes) -> None:
+    assert w.quick_request(raw) is None and w.quick_response(raw, 0, 3) is None
+    assert w.quick_request(_PLAIN_REQ) is not None and w.quick_response(_PLAIN_RES, 0, 3) == [5, []]
+
+
+def general_request(raw: bytes) -> Any:
+    """What parse_frame + parse_request make of ``raw`` (None: a ProtocolError)."""
+    try:
+        frame = w.parse_frame(raw)
+        r = w.parse_request(frame)
+    except ProtocolError:
+        return None
+    return frame.header, r
+
+
+@FUZZ
+@given(raw=streams | st.builds(lambda body, oob, flags: join(w.frame_parts(w.REQUEST, flags, 3, body, oob)),
+                               bodies(request_lists | request_lists_short),
+                               st.lists(st.binary(max_size=8).map(memoryview), max_size=2),
+                               st.sampled_from([0, w.ONEWAY, w.CALLBACK, w.ONEWAY | w.CALLBACK, w.DID_NOT_EXECUTE])))
+def test_quick_request_agrees_with_the_general_parsers(raw: bytes) -> None:
+    q = w.quick_request(raw)
+    if q is None:
+        return  # the general path decides, and is fuzzed above
+    general = general_request(raw)
+    assert general is not None, "the fast path accepted a frame the general path refuses"
+    h, r = general
+    flags, call_id, d = q
+    assert (flags, call_id) == (h.flags, h.call_id) and not r.oob
+    assert (d[0], d[1], d[2], d[3]) == (r.if_uuid, r.major, r.minor, r.opnum)
+    assert msgpack.packb(d[4], use_bin_type=True) == msgpack.packb(r.args, use_bin_type=True)
+
+
+@FUZZ
+@given(raw=streams | st.builds(lambda body, oob: join(w.frame_parts(w.RESPONSE, 0, 3, body, oob)),
+                               bodies(response_lists), st.lists(st.binary(max_size=8).map(memoryview), max_size=2)))
+def test_quick_response_agrees_with_the_general_parsers(raw: bytes) -> None:
+    for flags, call_id in ((0, 3), (w.CALLBACK, 3)):
+        got = w.quick_response(raw, flags, call_id)
+        if got is None:
+            continue
+        frame = w.parse_frame(raw)  # raises (fails the test) if the fast path took a bad frame
+        assert (frame.header.type, frame.header.flags, frame.header.call_id) == (w.RESPONSE, flags, call_id)
+        result, oob = w.parse_response(frame)
+        assert not oob and msgpack.packb(got[0], use_bin_type=True) == msgpack.packb(result, use_bin_type=True)
+
+
 # -- MACs -----------------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ VERSION = 1
 HEADER = struct.Struct("<BBBBIII")
 HEADER_SIZE = HEADER.size
 _unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
 MAC_SIZE = 32
 #: default cap of one frame (bytes, header to trailer); a BIND may lower it
 MAX_FRAME_DEFAULT = 256 * 1024 * 1024
@@ -361,6 +362,70 @@ def parse_auth3(body: memoryview | bytes) -> bytes:
 
 def request_body(if_uuid: bytes, major: int, minor: int, opnum: int, args: list[Any], oob_lens: list[int]) -> bytes:
     return _packb([if_uuid, major, minor, opnum, args, oob_lens])
+
+
+# A call with no out-of-band buffer on a connection without MAC is the common case: its
+# frames are built in one piece and read without Header/Frame objects (the same bytes as
+# the general path; tests/test_rpc_wire.py holds the two to each other).
+_ARRAY6, _ARRAY2, _NO_OOB = b"\x96", b"\x92", b"\x90"
+
+
+def request_prefix(if_uuid: bytes, major: int, minor: int, opnum: int) -> bytes:
+    """The fixed start of a method's REQUEST body: the array header and its first four items."""
+    return _ARRAY6 + _packb(if_uuid) + _packb(major) + _packb(minor) + _packb(opnum)
+
+
+def request_frame(prefix: bytes, flags: int, call_id: int, args: list[Any]) -> bytes:
+    """A whole unsigned REQUEST frame without out-of-band buffers (``prefix`` from :func:`request_prefix`)."""
+    body = prefix + _packb(args) + _NO_OOB
+    return _pack_header(VERSION, REQUEST, flags, 0, call_id, len(body), 0) + body
+
+
+def response_frame(flags: int, call_id: int, result: Any) -> bytes:
+    """A whole unsigned RESPONSE frame without out-of-band buffers."""
+    body = _ARRAY2 + _packb(result) + _NO_OOB
+    return _pack_header(VERSION, RESPONSE, flags, 0, call_id, len(body), 0) + body
+
+
+def _quick_body(raw: bytes | bytearray | memoryview, ftype: int, flags_ok: int) -> tuple[int, int, Any] | None:
+    """``(flags, call_id, unpacked body)`` of an unsigned ``ftype`` frame without
+    out-of-band bytes whose flags are within ``flags_ok``; None for anything else."""
+    if len(raw) < HEADER_SIZE:
+        return None
+    version, got_type, flags, reserved, call_id, body_len, oob_len = _unpack_header(raw)
+    if (version != VERSION or got_type != ftype or reserved or oob_len or flags & ~flags_ok
+            or HEADER_SIZE + body_len != len(raw)):
+        return None
+    try:
+        return flags, call_id, _unpackb(raw[HEADER_SIZE:], raw=False, strict_map_key=False, use_list=True)
+    except Exception:
+        return None
+
+
+def quick_request(raw: bytes | bytearray | memoryview) -> tuple[int, int, list[Any]] | None:
+    """``(flags, call_id, [uuid, major, minor, opnum, args, []])`` of a plain REQUEST frame.
+
+    None when the frame is anything else (signed, out-of-band buffers, another type, or
+    not well-formed): :func:`parse_frame` and :func:`parse_request` then decide.
+    """
+    q = _quick_body(raw, REQUEST, ONEWAY | CALLBACK)
+    if q is not None and type(d := q[2]) is list and len(d) == 6:
+        u, major, minor, opnum, _args, lens = d
+        if (type(u) is bytes and len(u) == 16 and type(major) is int and type(minor) is int and type(opnum) is int
+                and 0 <= major <= 0xFFFF and 0 <= minor <= 0xFFFF and 0 <= opnum <= 0xFFFF
+                and type(lens) is list and not lens):
+            return q
+    return None
+
+
+def quick_response(raw: bytes | bytearray | memoryview, flags: int, call_id: int) -> list[Any] | None:
+    """``[result, []]`` of the plain RESPONSE to call ``call_id`` with ``flags``, else None
+    (then :func:`parse_frame` and :func:`parse_response` decide)."""
+    q = _quick_body(raw, RESPONSE, CALLBACK)
+    if (q is not None and q[0] == flags and q[1] == call_id and type(d := q[2]) is list and len(d) == 2
+            and type(d[1]) is list and not d[1]):
+        return d
+    return None
 
 
 @dataclass(slots=True)

@@ -293,6 +293,43 @@ class Binding:
             raise W.UnknownInterface("this client serves no such callback interface")
         return reg
 
+    def connect(self, connections: int = 1) -> None:
+        """Connect to the server now instead of at the first call (Win32: RpcBindingBind).
+
+        Opens connections until ``connections`` wait idle in the binding's pool, so that
+        as many threads calling at once find one ready; errors (no server, access
+        denied, a failed handshake) surface here.
+
+        Args:
+            connections: 1..64.
+
+        Raises:
+            InvalidParameter: ``connections`` outside 1..64.
+            InvalidHandle: the binding is closed.
+            and what a call raises when it cannot connect (ServerUnavailable, AccessDenied, ...).
+        """
+        if type(connections) is not int or not 1 <= connections <= 64:
+            raise W.InvalidParameter(f"connections must be an int within 1..64, not {connections!r}")
+        with self._lock:
+            if self._closed:
+                raise W.InvalidHandle("the binding is closed")
+            wanted = connections - len(self._idle)
+        opened: list[_ClientConn] = []
+        try:
+            for _ in range(wanted):
+                opened.append(_ClientConn(self))
+        except BaseException:
+            for c in opened:
+                c.ch.close()
+            raise
+        with self._lock:
+            if not self._closed:
+                self._idle[:0] = opened  # behind the warm ones: calls take from the end
+                return
+        for c in opened:
+            c.ch.close()
+        raise W.InvalidHandle("the binding was closed while it connected")
+
     def close(self) -> None:
         """Close every connection (Win32: RpcBindingFree)."""
         with self._lock:

@@ -85,7 +85,11 @@ class Conn:
         self.ch.send(wire.frame_parts(ftype, flags, call_id, body, oob, self.mac_key, prefix))
 
     def recv(self, timeout: float | None = None) -> wire.Frame:
-        frame = self.ch.recv(timeout)
+        return self.frame(self.ch.recv_raw(timeout))
+
+    def frame(self, raw: bytes | bytearray | memoryview) -> wire.Frame:
+        """A received frame's bytes, checked (header, and MAC under PKT_INTEGRITY)."""
+        frame = wire.parse_frame(raw, self.ch.max_frame)
         if self.mac_key is not None:
             prefix = wire.mac_prefix(1 - self._send_dir, self._recv_seq)
             self._recv_seq += 1
@@ -104,13 +108,26 @@ class Conn:
         args = m.encode_args(values, oob, oob_threshold=self.oob_threshold)
         call_id = next(_call_ids) & 0xFFFF_FFFF
         flags = (wire.CALLBACK if callback else 0) | (wire.ONEWAY if m.oneway else 0)
-        body = wire.request_body(spec.uuid.bytes, spec.version[0], spec.version[1], m.opnum, args,
-                                 [len(b) for b in oob])
-        self.send(wire.REQUEST, flags, call_id, body, oob)
+        plain = not oob and self.mac_key is None
+        if plain:
+            data = wire.request_frame(spec.request_prefixes[m.opnum], flags, call_id, args)
+            if len(data) + wire.MAC_SIZE > self.limit:
+                raise W.ProtocolError(f"an RPC frame of {len(data) + wire.MAC_SIZE} bytes is over the peer's "
+                                      f"limit of {self.limit} bytes")
+            self.ch.send_frame(data)
+        else:
+            body = wire.request_body(spec.uuid.bytes, spec.version[0], spec.version[1], m.opnum, args,
+                                     [len(b) for b in oob])
+            self.send(wire.REQUEST, flags, call_id, body, oob)
         if m.oneway:
             return None
         while True:
-            frame = self.recv(timeout)
+            raw = self.ch.recv_raw(timeout)
+            if plain:
+                got = wire.quick_response(raw, flags & wire.CALLBACK, call_id)
+                if got is not None:
+                    return m.decode_result(got[0], (), context_in=context_in)
+            frame = self.frame(raw)
             h = frame.header
             if h.type == wire.REQUEST and bool(h.flags & wire.CALLBACK) != callback and answer is not None:
                 answer(frame)
@@ -136,32 +153,44 @@ class Conn:
                make_call: Callable[[int], Call | None], context_in: Callable[[bytes], Any] | None) -> None:
         """Run one REQUEST frame and send its RESPONSE or FAULT (none for [oneway])."""
         h = frame.header
-        oneway = bool(h.flags & wire.ONEWAY)
         try:
             req = wire.parse_request(frame)
-            reg = lookup(req.if_uuid, req.major, req.minor)
-            if req.opnum >= len(reg.funcs):
-                raise W.ProcnumOutOfRange(f"{reg.spec.name} has {len(reg.funcs)} methods; opnum {req.opnum} is not one")
-            m = reg.spec.methods[req.opnum]
-            if m.oneway != oneway:
-                raise W.BadStubData(f"{reg.spec.name}.{m.name}: the [oneway] attribute differs between client and server")
-            args = m.decode_args(req.args, req.oob, context_in=context_in)
         except W.WinIPCError as exc:
-            if not oneway:
+            if not h.flags & wire.ONEWAY:
                 self.fault(h.call_id, h.flags, exc, executed=False)
             return
-        call = make_call(h.call_id)
-        set_current(call)
+        self.run_request(h.flags, h.call_id, req.if_uuid, req.major, req.minor, req.opnum, req.args, req.oob,
+                         lookup, make_call, context_in)
+
+    def run_request(self, flags: int, call_id: int, if_uuid: bytes, major: int, minor: int, opnum: int,
+                    wire_args: Any, oob_in: list[memoryview] | tuple[()],
+                    lookup: Callable[[bytes, int, int], Registration], make_call: Callable[[int], Call | None],
+                    context_in: Callable[[bytes], Any] | None) -> None:
+        """Run one parsed REQUEST (see :meth:`answer`) and send its RESPONSE or FAULT."""
+        oneway = bool(flags & wire.ONEWAY)
         try:
-            if reg.is_coro[req.opnum]:
+            reg = lookup(if_uuid, major, minor)
+            if opnum >= len(reg.funcs):
+                raise W.ProcnumOutOfRange(f"{reg.spec.name} has {len(reg.funcs)} methods; opnum {opnum} is not one")
+            m = reg.spec.methods[opnum]
+            if m.oneway != oneway:
+                raise W.BadStubData(f"{reg.spec.name}.{m.name}: the [oneway] attribute differs between client and server")
+            args = m.decode_args(wire_args, oob_in, context_in=context_in)
+        except W.WinIPCError as exc:
+            if not oneway:
+                self.fault(call_id, flags, exc, executed=False)
+            return
+        set_current(make_call(call_id))
+        try:
+            if reg.is_coro[opnum]:
                 if self.loop is None:
                     raise W.NotSupported(f"{reg.spec.name}.{m.name} is a coroutine; serve it with an event loop")
-                result = asyncio.run_coroutine_threadsafe(reg.funcs[req.opnum](*args), self.loop).result()
+                result = asyncio.run_coroutine_threadsafe(reg.funcs[opnum](*args), self.loop).result()
             else:
-                result = reg.funcs[req.opnum](*args)
+                result = reg.funcs[opnum](*args)
         except Exception as exc:
             if not oneway:
-                self.fault(h.call_id, h.flags, exc, executed=True)
+                self.fault(call_id, flags, exc, executed=True)
             return
         finally:
             set_current(None)
@@ -170,8 +199,13 @@ class Conn:
         try:
             oob: list[memoryview] = []
             res = m.encode_result(result, oob, oob_threshold=self.oob_threshold)
+            if not oob and self.mac_key is None:
+                data = wire.response_frame(flags & wire.CALLBACK, call_id, res)
+                if len(data) + wire.MAC_SIZE <= self.limit:
+                    self.ch.send_frame(data)
+                    return
             body = wire.response_body(res, [len(b) for b in oob])
         except W.WinIPCError as exc:
-            self.fault(h.call_id, h.flags, exc, executed=True)
+            self.fault(call_id, flags, exc, executed=True)
             return
-        self.send(wire.RESPONSE, h.flags & wire.CALLBACK, h.call_id, body, oob)
+        self.send(wire.RESPONSE, flags & wire.CALLBACK, call_id, body, oob)

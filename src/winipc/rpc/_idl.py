@@ -29,6 +29,7 @@ and the path inside it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -36,6 +37,7 @@ import uuid as _uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
+from winipc._wire import rpc as _wire
 from winipc.errors import BadStubData
 from winipc.rpc._codec import (
     EXT_CONTEXT,
@@ -369,6 +371,12 @@ class InterfaceSpec:
     def key(self) -> tuple[bytes, int]:
         """``(uuid.bytes, major)``: what a server looks interfaces up by."""
         return (self.uuid.bytes, self.version[0])
+
+    @functools.cached_property
+    def request_prefixes(self) -> tuple[bytes, ...]:
+        """Each method's fixed start of a REQUEST body, by opnum (see ``_wire.rpc.request_prefix``)."""
+        u, (major, minor) = self.uuid.bytes, self.version
+        return tuple(_wire.request_prefix(u, major, minor, m.opnum) for m in self.methods)
 
     def to_idl(self) -> dict[str, Any]:
         """The language-neutral description, JSON-able (``json.dumps`` takes it as is).

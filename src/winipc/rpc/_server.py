@@ -66,6 +66,7 @@ class RpcServer:
         self.oob_threshold = oob_threshold
         self._register_endpoints = register_endpoints
         self._ifaces: dict[tuple[bytes, int], Registration] = {}
+        self._generation = 0  # bumped by register/unregister: connections' lookup caches are stale
         self._endpoints: list[_Endpoint] = []
         self._threads: list[threading.Thread] = []
         self._conns: set[Channel] = set()
@@ -107,6 +108,7 @@ class RpcServer:
             if spec.key() in self._ifaces:
                 raise W.AlreadyExists(f"{spec.name} {spec.version[0]}.x is registered already")
             self._ifaces[spec.key()] = reg
+            self._generation += 1
             if any(reg.is_coro):
                 self._ensure_loop()
         self._refresh_epm()
@@ -115,6 +117,7 @@ class RpcServer:
         """Stop serving an interface (Win32: RpcServerUnregisterIf); calls get RPC_S_UNKNOWN_IF."""
         with self._lock:
             self._ifaces.pop(spec_of(interface).key(), None)
+            self._generation += 1
         self._refresh_epm()
 
     def listen(self, binding: str, *, security: SecurityAttributes | None = None, tls: ssl.SSLContext | None = None,
@@ -343,6 +346,8 @@ class _ServerConn:
         self.assoc: Association | None = None
         self.callbacks: set[tuple[bytes, int]] = set()
         self._admitted: dict[tuple[bytes, int], bool] = {}
+        self._ready: dict[tuple[bytes, int, int], Registration] = {}  # admitted, while _generation holds
+        self._generation = -1
 
     def _nak(self, exc: W.WinIPCError) -> None:
         try:
@@ -411,8 +416,16 @@ class _ServerConn:
         assert assoc is not None
         try:
             conn, lookup, make_call, resolve = self.conn, self.lookup, self.make_call, assoc.resolve
+            recv_raw, quick, run_request, plain = conn.ch.recv_raw, wire.quick_request, conn.run_request, conn.mac_key is None
             while True:
-                frame = conn.recv()
+                raw = recv_raw()
+                if plain:
+                    q = quick(raw)
+                    if q is not None and not q[0] & wire.CALLBACK:
+                        flags, call_id, d = q
+                        run_request(flags, call_id, d[0], d[1], d[2], d[3], d[4], (), lookup, make_call, resolve)
+                        continue
+                frame = conn.frame(raw)
                 t = frame.header.type
                 if t == wire.REQUEST and not frame.header.flags & wire.CALLBACK:
                     conn.answer(frame, lookup, make_call, resolve)
@@ -426,7 +439,15 @@ class _ServerConn:
             self.server._assocs.leave(assoc)
 
     def lookup(self, if_uuid: bytes, major: int, minor: int) -> Registration:
-        reg = self.server.lookup(if_uuid, major, minor)
+        server = self.server
+        if self._generation == server._generation:
+            reg = self._ready.get((if_uuid, major, minor))
+            if reg is not None:
+                return reg
+        else:
+            self._ready.clear()
+            self._generation = server._generation
+        reg = server.lookup(if_uuid, major, minor)
         key = (if_uuid, major)
         ok = self._admitted.get(key)
         if ok is None:
@@ -434,6 +455,7 @@ class _ServerConn:
             ok = self._admitted[key] = reg.admits(self.client)
         if not ok:
             raise W.AccessDenied(f"the caller may not use {reg.spec.name}")
+        self._ready[(if_uuid, major, minor)] = reg
         return reg
 
     def make_call(self, call_id: int) -> Call:

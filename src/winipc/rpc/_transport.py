@@ -38,8 +38,16 @@ class Channel:
     def send(self, parts: list[bytes | memoryview]) -> None:
         raise NotImplementedError
 
+    def send_frame(self, frame: bytes) -> None:
+        """Send one whole frame already in one piece."""
+        self.send([frame])
+
     def recv(self, timeout: float | None = None) -> wire.Frame:
         """The next frame. Raises CallFailed when the peer is gone, Timeout, ProtocolError."""
+        return wire.parse_frame(self.recv_raw(timeout), self.max_frame)
+
+    def recv_raw(self, timeout: float | None = None) -> bytes | bytearray | memoryview:
+        """The next frame's bytes, whole; its header is not checked yet (see :meth:`recv`)."""
         raise NotImplementedError
 
     def has_input(self) -> bool:
@@ -83,16 +91,21 @@ class PipeChannel(Channel):
         except (W.BrokenPipe, W.InvalidHandle) as exc:
             raise W.CallFailed(f"the RPC connection is gone: {exc.strerror}") from None
 
-    def recv(self, timeout: float | None = None) -> wire.Frame:
+    def send_frame(self, frame: bytes) -> None:
         try:
-            data = self.conn.recv(timeout)
+            self.conn.write(frame)
+        except (W.BrokenPipe, W.InvalidHandle) as exc:
+            raise W.CallFailed(f"the RPC connection is gone: {exc.strerror}") from None
+
+    def recv_raw(self, timeout: float | None = None) -> bytes:
+        try:
+            return self.conn.recv(timeout)
         except (W.BrokenPipe, W.InvalidHandle, W.OperationAborted) as exc:
             raise W.CallFailed(f"the RPC connection is gone: {exc.strerror}") from None
         except W.MoreData:
             raise W.ProtocolError("an RPC frame larger than the limit arrived") from None
         except W.InvalidData as exc:
             raise W.ProtocolError(f"bad pipe framing under RPC: {exc.strerror}") from None
-        return wire.parse_frame(data, self.max_frame)
 
     def has_input(self) -> bool:
         try:
@@ -135,6 +148,12 @@ class SocketChannel(Channel):
         except OSError as exc:
             raise W.CallFailed(f"the RPC connection is gone: {exc}") from None
 
+    def send_frame(self, frame: bytes) -> None:
+        try:
+            self.sock.sendall(frame)
+        except OSError as exc:
+            raise W.CallFailed(f"the RPC connection is gone: {exc}") from None
+
     def recv(self, timeout: float | None = None) -> wire.Frame:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -154,6 +173,9 @@ class SocketChannel(Channel):
             if not chunk:
                 raise W.CallFailed("the peer closed the RPC connection")
             self._dec.feed(chunk)
+
+    def recv_raw(self, timeout: float | None = None) -> memoryview:
+        return self.recv(timeout).raw
 
     def _readable(self, timeout: float) -> bool:
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
