@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import ssl
 import threading
@@ -48,8 +49,11 @@ _classes: dict[tuple[InterfaceSpec, type], type] = {}
 
 def _method(m: MethodSpec) -> Callable[..., Any]:
     bind_args = m.bind_args
+    n = len(m.params) if all(not p.kw_only for p in m.params) else -1  # every argument given by position
 
     def call(self: Proxy, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs and len(args) == n:
+            return self._rpc_invoke(m, [*args])
         return self._rpc_invoke(m, bind_args(args, kwargs))
 
     call.__name__ = m.name
@@ -183,11 +187,7 @@ class Binding:
         """
         spec = spec_of(interface)
         t = self.timeout if timeout is None else timeout
-
-        def invoke(m: MethodSpec, values: list[Any]) -> Any:
-            return self._invoke(spec, m, values, t)
-
-        return cast(T, Proxy(spec, invoke))
+        return cast(T, Proxy(spec, functools.partial(self._invoke, spec, t)))
 
     def async_client(self, interface: type[T], *, timeout: float | None = None) -> Any:
         """A proxy whose methods are coroutines (asyncio); cancelling the task cancels the call."""
@@ -218,7 +218,7 @@ class Binding:
             if not fut.set_running_or_notify_cancel():
                 return
             try:
-                fut.set_result(self._invoke(spec, m, values, self.timeout, token))
+                fut.set_result(self._invoke(spec, self.timeout, m, values, token))
             except BaseException as exc:
                 fut.set_exception(exc)
 
@@ -234,7 +234,7 @@ class Binding:
     async def _acall(self, spec: InterfaceSpec, m: MethodSpec, values: list[Any], timeout: float | None) -> Any:
         token = _Cancel()
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._pool(), self._invoke, spec, m, values, timeout, token)
+        fut = loop.run_in_executor(self._pool(), self._invoke, spec, timeout, m, values, token)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -242,14 +242,6 @@ class Binding:
             raise
 
     # ------------------------------------------------------------- plumbing
-    def _acquire(self) -> _ClientConn:
-        with self._lock:
-            if self._closed:
-                raise W.InvalidHandle("the binding is closed")
-            if self._idle:
-                return self._idle.pop()
-        return _ClientConn(self)
-
     def _release(self, c: _ClientConn, ok: bool) -> None:
         if ok:
             with self._lock:
@@ -258,9 +250,14 @@ class Binding:
                     return
         c.ch.close()
 
-    def _invoke(self, spec: InterfaceSpec, m: MethodSpec, values: list[Any], timeout: float | None,
+    def _invoke(self, spec: InterfaceSpec, timeout: float | None, m: MethodSpec, values: list[Any],
                 token: _Cancel | None = None) -> Any:
-        c = self._acquire()
+        with self._lock:  # a connection from the pool, else a new one
+            if self._closed:
+                raise W.InvalidHandle("the binding is closed")
+            c = self._idle.pop() if self._idle else None
+        if c is None:
+            c = _ClientConn(self)
         ok = False
         if token is not None and not token.attach(c):
             self._release(c, True)

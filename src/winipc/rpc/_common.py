@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,10 +110,15 @@ def current_call() -> Call:
     call = getattr(_current, "call", None)
     if call is None:
         raise W.InvalidHandle("current_call() is only meaningful inside an RPC server method")
+    if type(call) is tuple:  # (make_call, call id): made at the first question, kept for the call
+        call = _current.call = call[0](call[1])
+        if call is None:
+            raise W.InvalidHandle("current_call() is only meaningful inside an RPC server method")
     return call  # type: ignore[no-any-return]
 
 
-def set_current(call: Call | None) -> None:
+def set_current(call: Call | tuple[Callable[[int], Call | None], int] | None) -> None:
+    """The call this thread runs: a Call, or how to make it (``(make_call, call_id)``), or None."""
     _current.call = call
 
 

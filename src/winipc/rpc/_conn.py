@@ -180,7 +180,7 @@ class Conn:
             if not oneway:
                 self.fault(call_id, flags, exc, executed=False)
             return
-        set_current(make_call(call_id))
+        set_current((make_call, call_id))  # the Call object only if the method asks (current_call)
         try:
             if reg.is_coro[opnum]:
                 if self.loop is None:
