@@ -5,6 +5,10 @@ down its writing side (a half-close of the socket underneath), which the server 
 ERROR_BROKEN_PIPE while the client can still read the replies. The server then waits
 until the client has read everything (FlushFileBuffers) and disconnects it
 (DisconnectNamedPipe), which the client sees as the end of the replies.
+
+Remote pipes (``\\\\HOST\\pipe\\NAME``, docs/pipes.md): ``serve --remote`` lets clients on
+other machines in over TLS, admitted by their certificate's common name; ``send`` and
+``cat`` reach such a pipe with a client certificate (options in :mod:`winipc.cli._tls`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import itertools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -26,6 +32,7 @@ from winipc import errors as W
 from winipc._core import namespace
 from winipc._core.names import pipe_name
 from winipc.cli._common import note, raise_interrupt
+from winipc.cli._tls import CA, CERT, KEY, TlsFiles, pipe_port_status, tls_options
 from winipc.pipes import OpenMode, PipeConnection, PipeInstance, connect, wait_named_pipe
 
 _IDLE = 3600.0  # a finite wait, so that cancel_io() can wake it (it polls then)
@@ -72,9 +79,16 @@ class _Server:
     """N pipe instances, one thread each, serving clients one after another."""
 
     def __init__(
-        self, name: str, message: bool, echo: bool, command: str | None, instances: int
+        self,
+        name: str,
+        message: bool,
+        echo: bool,
+        command: str | None,
+        instances: int,
+        remote: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.remote = remote or {}  # PipeInstance's remote-client arguments
         self.message = message
         self.echo = echo
         self.command = command
@@ -92,7 +106,9 @@ class _Server:
         try:
             for _ in range(self.count):
                 self.instances.append(
-                    PipeInstance(self.name, message=self.message, max_instances=self.count)
+                    PipeInstance(
+                        self.name, message=self.message, max_instances=self.count, **self.remote
+                    )
                 )
         except BaseException:
             for inst in self.instances:
@@ -176,7 +192,9 @@ class _Server:
                     pid: int | str = inst.client_pid
                 except W.WinIPCError:
                     pid = "?"
-                note(f"client {pid} connected")
+                peer = inst.remote
+                where = f" from {peer.computer_name} ({peer.principal})" if peer is not None else ""
+                note(f"client {pid} connected{where}")
                 try:
                     self._session(inst)
                     self._flush(inst)
@@ -281,24 +299,67 @@ class _Server:
 # --------------------------------------------------------------------------- client
 
 
-def _open_client(name: str, message: bool | None, wait: float | None) -> PipeConnection:
-    """Connect to the pipe with the access its direction allows; wait while it is busy."""
+def _client_tls(name: str, tls: TlsFiles) -> ssl.SSLContext | None:
+    """The client context for NAME: None for a pipe on this machine (where the TLS options
+    are refused), else one from the options, which must give a client certificate.
+
+    Raises:
+        click.UsageError: options that do not fit NAME (the option is named).
+        click.BadParameter: a file that does not load (named).
+    """
     oname = pipe_name(name)
-    _path, rec = namespace.lookup(oname)
-    mode = OpenMode(int(rec.attrs.get("open_mode", OpenMode.DUPLEX)))
-    is_message = bool(rec.attrs.get("message"))
-    read_message = is_message if message is None else message
-    limit = float(rec.attrs.get("default_timeout", 0.05)) if wait is None else wait
-    deadline = time.monotonic() + limit
+    if oname.is_local:
+        tls.refuse(f"applies to a pipe on another machine (\\\\HOST\\pipe\\NAME); "
+                   f"{oname.display} is on this one")
+        return None
+    tls.check_pair()
+    if not tls.has_identity:
+        raise click.UsageError(
+            f"{oname.display} is on another machine: give {CERT} and {KEY} (its server admits "
+            f"remote clients by their certificate; {CA} names the CA its certificate is checked against)"
+        )
+    return tls.client_context()
+
+
+def _open_client(
+    name: str, message: bool | None, wait: float | None, tls: ssl.SSLContext | None
+) -> PipeConnection:
+    """Connect to the pipe with the access its direction allows; wait while it is busy.
+
+    A pipe on another machine (``tls`` given) is opened for reading and writing: its
+    direction is known only once connected.
+    """
+    oname = pipe_name(name)
+    opts: dict[str, Any]
+    if oname.is_local:
+        _path, rec = namespace.lookup(oname)
+        mode = OpenMode(int(rec.attrs.get("open_mode", OpenMode.DUPLEX)))
+        is_message = bool(rec.attrs.get("message"))
+        opts = {
+            "read": bool(mode & OpenMode.OUTBOUND),
+            "write": bool(mode & OpenMode.INBOUND),
+            "read_message": is_message if message is None else message,
+        }
+        limit: float | None = float(rec.attrs.get("default_timeout", 0.05)) if wait is None else wait
+    else:
+        opts = {"tls": tls}
+        limit = wait  # None: the remote pipe's own default time-out, asked of its machine
+    deadline = None if limit is None else time.monotonic() + limit
+    waited_default = False
     while True:
         try:
-            return connect(
-                name,
-                read=bool(mode & OpenMode.OUTBOUND),
-                write=bool(mode & OpenMode.INBOUND),
-                read_message=read_message,
-            )
+            conn = connect(name, **opts)
+            break
         except W.PipeBusy as exc:
+            if deadline is None:  # once, as CallNamedPipe with NMPWAIT_USE_DEFAULT_WAIT
+                if waited_default:
+                    raise
+                waited_default = True
+                try:
+                    wait_named_pipe(name)
+                except W.SemTimeout:
+                    raise W.PipeBusy(f"{exc.strerror} (waited the pipe's default time-out)") from None
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise
@@ -306,6 +367,13 @@ def _open_client(name: str, message: bool | None, wait: float | None) -> PipeCon
                 wait_named_pipe(name, remaining)
             except W.SemTimeout:
                 raise W.PipeBusy(f"{exc.strerror} (waited {limit:g} s)") from None
+    if not oname.is_local:
+        try:
+            conn.set_read_mode(conn.message_type if message is None else message)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
 def _half_close(conn: PipeConnection) -> None:
@@ -380,7 +448,8 @@ def _stdin_chunks(lines: bool) -> Iterator[bytes]:
 def pipe_group() -> None:
     """Named pipes: run a server, send to one, or connect stdin/stdout to one.
 
-    NAME is \\\\.\\pipe\\NAME or just NAME.
+    NAME is \\\\.\\pipe\\NAME or just NAME; \\\\HOST\\pipe\\NAME is a pipe on another
+    machine (send, cat: over TLS with a client certificate; see serve --remote).
     """
 
 
@@ -403,16 +472,47 @@ def pipe_group() -> None:
     show_default=True,
     help="Instances, i.e. clients served at once (255 = unlimited).",
 )
-def serve_cmd(name: str, message: bool, echo: bool, command: str | None, instances: int) -> None:
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Take clients from other machines too (\\\\HOST\\pipe\\NAME), over TLS through the "
+    "pipe port ($WINIPC_PIPE_PORT, default 10445); needs --tls-cert, --tls-key and --tls-ca.",
+)
+@click.option(
+    "--remote-client",
+    "remote_clients",
+    multiple=True,
+    metavar="CN",
+    help="With --remote: admit remote clients whose certificate's common name is CN; repeat "
+    "for several. Default: any certificate --tls-ca verifies.",
+)
+@tls_options("server", "Used with --remote.")
+def serve_cmd(
+    name: str,
+    message: bool,
+    echo: bool,
+    command: str | None,
+    instances: int,
+    remote: bool,
+    remote_clients: tuple[str, ...],
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+) -> None:
     """Serve the named pipe NAME until Ctrl-C or SIGTERM.
 
     Without --echo or --exec, what clients send is printed to stdout (each message of a
     message pipe on its own line). Status lines go to stderr. Stopping closes every
     instance, so the pipe disappears with the server.
+
+    With --remote, clients on other machines connect to \\\\THISHOST\\pipe\\NAME over TLS:
+    this server presents --tls-cert, and admits clients whose certificate --tls-ca signs
+    and whose common name --remote-client lists (PIPE_REJECT_REMOTE_CLIENTS off).
     """
     if echo and command is not None:
         raise click.UsageError("choose --echo or --exec, not both")
-    server = _Server(name, message, echo, command, instances)
+    server = _Server(name, message, echo, command, instances,
+                     _remote_args(remote, remote_clients, TlsFiles(tls_cert, tls_key, tls_ca)))
     old_term = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         server.open()
@@ -423,7 +523,8 @@ def serve_cmd(name: str, message: bool, echo: bool, command: str | None, instanc
         what = "echo" if echo else f"exec {command!r}" if command is not None else "print"
         note(
             f"serving {server.instances[0].name}: {'message' if message else 'byte'} pipe, "
-            f"{what}, {instances} instance{'s' if instances > 1 else ''}; Ctrl-C to stop"
+            f"{what}, {instances} instance{'s' if instances > 1 else ''}"
+            f"{_remote_note(remote_clients) if remote else ''}; Ctrl-C to stop"
         )
         server.run()
     except KeyboardInterrupt:
@@ -437,6 +538,37 @@ def serve_cmd(name: str, message: bool, echo: bool, command: str | None, instanc
             server.shutdown()
         finally:
             signal.signal(signal.SIGTERM, old_term)
+
+
+def _remote_args(remote: bool, clients: tuple[str, ...], tls: TlsFiles) -> dict[str, Any]:
+    """PipeInstance's arguments for ``serve --remote`` (none without it).
+
+    Raises:
+        click.UsageError: remote options without --remote, or --remote without its files.
+        click.BadParameter: a file that does not load (named).
+    """
+    if not remote:
+        tls.refuse("applies with --remote")
+        if clients:
+            raise click.UsageError("--remote-client applies with --remote")
+        return {}
+    missing = [opt for opt in (CERT, KEY, CA) if opt not in tls.given]
+    if missing:
+        raise click.UsageError(
+            f"--remote needs {CERT}, {KEY} and {CA} (missing: {', '.join(missing)}): remote "
+            "clients come over TLS and are known by their certificates"
+        )
+    return {
+        "reject_remote_clients": False,
+        "tls": tls.server_context(),
+        "remote_clients": list(clients) if clients else "*",
+    }
+
+
+def _remote_note(clients: tuple[str, ...]) -> str:
+    """What the status line says about remote clients (once they can come)."""
+    who = ", ".join(clients) if clients else "any certificate --tls-ca verifies"
+    return f"; remote clients: {who} ({pipe_port_status()})"
 
 
 _message_option = click.option(
@@ -468,18 +600,30 @@ _wait_option = click.option(
     metavar="SECONDS",
     help="Stop waiting for a reply after this long without data.",
 )
+@tls_options("client", "For a pipe on another machine (\\\\HOST\\pipe\\NAME).")
 def send_cmd(
-    name: str, data: str, message: bool | None, wait: float | None, timeout: float
+    name: str,
+    data: str,
+    message: bool | None,
+    wait: float | None,
+    timeout: float,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
 ) -> None:
     """Connect to NAME, write DATA and print the reply, if any.
 
     DATA is text (sent as UTF-8), or - to send stdin. In message mode DATA is one message
     and the reply is one message (TransactNamedPipe). In byte mode the reply is what the
     server sends until it closes, or until --timeout seconds pass without data.
+
+    NAME may be \\\\HOST\\pipe\\NAME on another machine: give --tls-cert and --tls-key
+    (and --tls-ca for a server certificate the system's CAs do not sign).
     """
+    tls = _client_tls(name, TlsFiles(tls_cert, tls_key, tls_ca))
     payload = sys.stdin.buffer.read() if data == "-" else data.encode()
     out = _Output()
-    with _open_client(name, message, wait) as conn:
+    with _open_client(name, message, wait, tls) as conn:
         if conn.read_message_mode and conn.can_read and conn.can_write:
             try:
                 out.write(conn.transact(payload, conn.max_message_size, timeout))
@@ -494,14 +638,25 @@ def send_cmd(
 @click.argument("name")
 @_message_option
 @_wait_option
-def cat_cmd(name: str, message: bool | None, wait: float | None) -> None:
+@tls_options("client", "For a pipe on another machine (\\\\HOST\\pipe\\NAME).")
+def cat_cmd(
+    name: str,
+    message: bool | None,
+    wait: float | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+) -> None:
     """Copy stdin to the pipe NAME and the pipe to stdout, until both ends are done.
 
     Like socat: at the end of stdin the pipe's sending side is closed, and the command
     ends when the server closes or disconnects. In message mode each line of stdin is
     one message, and each message received is printed on its own line.
+
+    NAME may be \\\\HOST\\pipe\\NAME on another machine, as for send.
     """
+    tls = _client_tls(name, TlsFiles(tls_cert, tls_key, tls_ca))
     out = _Output()
-    with _open_client(name, message, wait) as conn:
+    with _open_client(name, message, wait, tls) as conn:
         _pump(conn, _stdin_chunks(conn.read_message_mode), None, out)
     out.finish()

@@ -24,13 +24,10 @@ fit its parameter) exit with status 2 before anything is sent.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import enum
 import importlib
 import importlib.util
 import io
 import json
-import math
 import os
 import re
 import signal
@@ -39,7 +36,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -47,14 +44,13 @@ from winipc import errors as W
 from winipc import rpc
 from winipc._core.security import SecurityAttributes
 from winipc.cli._common import Failure, note, print_json, raise_interrupt
-from winipc.rpc._codec import ContextHandle, TypeSpec
-from winipc.rpc._idl import InterfaceSpec, MethodSpec, ParamSpec, interfaces_of, spec_of
+from winipc.cli._rpc_values import bytes_from_text as bytes_from_text  # re-exported: moved there
+from winipc.cli._rpc_values import parse_call_args, readable, to_json
+from winipc.cli._rpc_values import value_from_text as value_from_text  # re-exported: moved there
+from winipc.cli._tls import CA, CERT, KEY, TlsFiles, pipe_port_status, tls_options
+from winipc.rpc._idl import InterfaceSpec, MethodSpec, interfaces_of, spec_of
 
 _ATTR_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
-_KEYWORD_ARG = re.compile(r"([A-Za-z_]\w*)=(.*)", re.DOTALL)
-_TRUE = frozenset({"true", "1", "yes", "on", "y"})
-_FALSE = frozenset({"false", "0", "no", "off", "n"})
-_NO_CONTEXT = "a context handle lives in one client's connection; the command line cannot pass one"
 
 
 def describe_error(exc: W.WinIPCError) -> str:
@@ -237,344 +233,6 @@ def load_impl(target: str, hint: str) -> tuple[Any, list[InterfaceSpec]]:
     return obj, specs
 
 
-# --------------------------------------------------------------------------- arguments in
-
-
-class ArgError(Exception):
-    """An argument that does not fit its parameter: where (``s.points[0].x``) and why."""
-
-    def __init__(self, where: str, detail: str) -> None:
-        super().__init__(f"{where}: {detail}")
-        self.where = where
-        self.detail = detail
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _read_file(name: str, where: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(name).expanduser().read_bytes()
-    except OSError as exc:
-        raise ArgError(where, f"cannot read {name}: {exc.strerror or exc}") from None
-
-
-def _hex(text: str, where: str) -> bytes:
-    try:
-        return bytes.fromhex(text[2:].replace("_", " "))
-    except ValueError:
-        raise ArgError(where, f"{_short(text)} is not hex digits after 0x") from None
-
-
-def bytes_from_text(text: str, where: str) -> bytes:
-    """A bytes argument: ``@FILE`` (``@-``: stdin), ``0x`` and hex digits, else the text's UTF-8."""
-    if text.startswith("@"):
-        return _read_file(text[1:], where)
-    if text[:2].lower() == "0x":
-        return _hex(text, where)
-    return text.encode("utf-8", "surrogateescape")  # argv's own bytes
-
-
-def _enum_member(cls: type[enum.Enum], value: Any, where: str) -> enum.Enum:
-    if isinstance(value, str):
-        name = value.removeprefix(cls.__name__ + ".")
-        member = cls.__members__.get(name)
-        if member is not None:
-            return member
-    try:
-        return cls(value)
-    except ValueError:
-        pass
-    if isinstance(value, str):  # an int-valued enum given its value as text
-        with contextlib.suppress(ValueError):
-            return cls(int(value, 0))
-    names = ", ".join(cls.__members__)
-    raise ArgError(where, f"{_short(value)} is not a member of {cls.__qualname__} ({names})")
-
-
-def value_from_text(spec: TypeSpec, text: str, where: str) -> Any:
-    """A command-line argument as the value its annotation wants.
-
-    Scalars are read from the text; bytes as :func:`bytes_from_text`; enums by member name
-    or value; everything structured (lists, tuples, dicts, dataclasses, arrays, ``Any``)
-    as JSON, from the text or, with ``@FILE``, from a file; ``null`` is None for an
-    Optional.
-
-    Raises:
-        ArgError: the text does not fit.
-    """
-    kind = spec.kind
-    if kind == "str":
-        return text
-    if kind == "bytes":
-        return bytes_from_text(text, where)
-    if kind == "bool":
-        low = text.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ArgError(where, f"{_short(text)} is not a bool (true/false, yes/no, 1/0)")
-    if kind == "int":
-        try:
-            return int(text, 0)
-        except ValueError:
-            try:
-                return int(text)  # "007"
-            except ValueError:
-                raise ArgError(where, f"{_short(text)} is not an integer") from None
-    if kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ArgError(where, f"{_short(text)} is not a number") from None
-    if kind == "none":
-        if text.strip().lower() in ("", "null", "none"):
-            return None
-        raise ArgError(where, f"{_short(text)}: this parameter takes only null")
-    if kind == "optional":
-        if text.strip() == "null":
-            return None
-        return value_from_text(spec.items[0], text, where)
-    if kind == "enum":
-        assert spec.cls is not None
-        return _enum_member(spec.cls, text.strip(), where)
-    if kind == "context_handle":
-        raise ArgError(where, _NO_CONTEXT)
-    raw = _read_file(text[1:], where).decode("utf-8", "replace") if text.startswith("@") else text
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        if kind == "any":
-            return text
-        raise ArgError(where, f"not JSON ({exc})") from None
-    return value_from_json(spec, value, where)
-
-
-def _key_from_text(spec: TypeSpec, key: str, where: str) -> Any:
-    if spec.kind == "enum":
-        assert spec.cls is not None
-        return _enum_member(spec.cls, key, where)
-    if spec.kind == "bytes":  # as bytes inside JSON are (a key never names a file)
-        return _hex(key, where) if key[:2].lower() == "0x" else key.encode("utf-8", "surrogateescape")
-    return value_from_text(spec, key, where)
-
-
-def value_from_json(spec: TypeSpec, value: Any, where: str) -> Any:
-    """A JSON value as the value an annotation wants (dataclasses from objects, enums by
-    name or value, bytes from ``"0x..."`` hex, other strings' UTF-8, or lists of 0..255).
-
-    Raises:
-        ArgError: it does not fit, naming the path inside the value.
-    """
-    kind = spec.kind
-    if kind == "any":
-        return value
-    if kind == "optional":
-        return None if value is None else value_from_json(spec.items[0], value, where)
-    if kind == "none":
-        if value is None:
-            return None
-    elif kind == "bool":
-        if isinstance(value, bool):
-            return value
-    elif kind == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind == "float":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind == "str":
-        if isinstance(value, str):
-            return value
-    elif kind == "bytes":
-        if isinstance(value, str):
-            return _hex(value, where) if value[:2].lower() == "0x" else value.encode("utf-8", "surrogateescape")
-        if isinstance(value, list) and all(type(b) is int and 0 <= b <= 255 for b in value):
-            return bytes(value)
-    elif kind == "enum":
-        assert spec.cls is not None
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return _enum_member(spec.cls, value, where)
-    elif kind == "list" or (kind == "tuple" and spec.variadic):
-        if isinstance(value, list):
-            items = [value_from_json(spec.items[0], x, f"{where}[{i}]") for i, x in enumerate(value)]
-            return tuple(items) if kind == "tuple" else items
-    elif kind == "tuple":
-        if isinstance(value, list):
-            if len(value) != len(spec.items):
-                raise ArgError(where, f"expected an array of {len(spec.items)} items, got {len(value)}")
-            pairs = enumerate(zip(spec.items, value, strict=True))
-            return tuple(value_from_json(t, x, f"{where}[{i}]") for i, (t, x) in pairs)
-    elif kind == "map":
-        if isinstance(value, dict):
-            kspec, vspec = spec.items
-            return {
-                _key_from_text(kspec, k, f"{where} key {k!r}"): value_from_json(vspec, v, f"{where}[{k!r}]")
-                for k, v in value.items()
-            }
-    elif kind == "struct":
-        if isinstance(value, dict):
-            return _struct_from_json(spec, value, where)
-    elif kind == "ndarray":
-        return _ndarray_from_json(value, where)
-    elif kind == "context_handle":
-        raise ArgError(where, _NO_CONTEXT)
-    raise ArgError(where, f"expected {_json_kind(spec)}, got {_short(value)}")
-
-
-def _json_kind(spec: TypeSpec) -> str:
-    kind = spec.kind
-    if kind in ("list", "tuple"):
-        return "a JSON array"
-    if kind in ("map", "struct"):
-        name = f" ({spec.cls.__qualname__})" if spec.cls is not None else ""
-        return f"a JSON object{name}"
-    if kind == "enum" and spec.cls is not None:
-        return f"a member of {spec.cls.__qualname__} (name or value)"
-    if kind == "bytes":
-        return "bytes (a string: 0x and hex, or text; or an array of 0..255)"
-    return {"none": "null", "int": "an integer", "float": "a number", "bool": "true or false"}.get(kind, kind)
-
-
-def _struct_from_json(spec: TypeSpec, value: dict[str, Any], where: str) -> Any:
-    assert spec.cls is not None
-    fields = {f.name: f for f in spec.fields}
-    unknown = [k for k in value if k not in fields]
-    if unknown:
-        raise ArgError(where, f"{spec.cls.__qualname__} has no field {', '.join(map(repr, unknown))} "
-                              f"(fields: {', '.join(fields)})")
-    missing = [f.name for f in spec.fields if f.required and f.name not in value]
-    if missing:
-        raise ArgError(where, f"{spec.cls.__qualname__} needs field {', '.join(map(repr, missing))}")
-    kwargs = {k: value_from_json(fields[k].type, v, f"{where}.{k}") for k, v in value.items()}
-    try:
-        return spec.cls(**kwargs)
-    except Exception as exc:  # a __post_init__ that validates
-        raise ArgError(where, f"{spec.cls.__qualname__}(...) refused it: {type(exc).__name__}: {exc}") from None
-
-
-def _ndarray_from_json(value: Any, where: str) -> Any:
-    import numpy as np
-
-    dtype = None
-    if isinstance(value, dict) and "data" in value:  # what --json prints for an array
-        dtype, value = value.get("dtype"), value["data"]
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ArgError(where, f"not an array: {exc}") from None
-
-
-def parse_call_args(m: MethodSpec, args: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
-    """ARGS for method ``m``: positional ones in declaration order, ``NAME=VALUE`` for a
-    parameter called NAME (keyword-only parameters, or to skip ones that have defaults).
-
-    Raises:
-        click.UsageError: too many arguments, or one that does not fit (named).
-    """
-    by_name = {p.name: p for p in m.params}
-    positional_params = [p for p in m.params if not p.kw_only]
-    pos: list[Any] = []
-    kw: dict[str, Any] = {}
-    for text in args:
-        km = _KEYWORD_ARG.fullmatch(text)
-        param: ParamSpec
-        if km is not None and km.group(1) in by_name:
-            param, text = by_name[km.group(1)], km.group(2)
-            if param.name in kw:
-                raise click.UsageError(f"{m.name}: {param.name}= given twice")
-        elif kw:
-            raise click.UsageError(f"{m.name}: a positional argument ({_short(text)}) after NAME=VALUE ones")
-        elif len(pos) >= len(positional_params):
-            raise click.UsageError(
-                f"{m.name} takes {len(positional_params)} positional argument(s) "
-                f"({', '.join(p.name for p in positional_params) or 'none'}); got more"
-            )
-        else:
-            param = positional_params[len(pos)]
-        try:
-            value = value_from_text(param.type, text, param.name)
-        except ArgError as exc:
-            raise click.UsageError(f"{m.name}: argument {exc}") from None
-        if km is not None and km.group(1) in by_name:
-            kw[param.name] = value
-        else:
-            pos.append(value)
-    try:
-        m.encode_args(m.bind_args(tuple(pos), kw))  # the codec's own check, before connecting
-    except W.BadStubData as exc:
-        raise click.UsageError(exc.strerror or str(exc)) from None
-    return pos, kw
-
-
-# --------------------------------------------------------------------------- results out
-
-
-def to_json(value: Any) -> Any:
-    """A result as JSON: enums by member name, bytes as hex (no 0x), dataclasses as objects,
-    tuples as arrays, arrays as ``{"dtype", "shape", "data"}``, context handles as
-    ``{"context_handle": hex}``; map keys become strings."""
-    if isinstance(value, enum.Enum):
-        return value.name if value.name is not None else to_json(value.value)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)  # "nan", "inf": JSON has none
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {_key_text(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, ContextHandle):
-        return {"context_handle": value.uuid.hex()}
-    if isinstance(value, complex):
-        return [to_json(value.real), to_json(value.imag)]
-    dtype, shape, tolist = (getattr(value, a, None) for a in ("dtype", "shape", "tolist"))
-    if dtype is not None and shape is not None and callable(tolist):
-        return {"dtype": str(getattr(dtype, "str", dtype)), "shape": list(shape), "data": to_json(tolist())}
-    return repr(value)
-
-
-def _key_text(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    out = to_json(key)
-    return out if isinstance(out, str) else json.dumps(out)
-
-
-def _printable(text: str) -> bool:
-    return all(ch.isprintable() or ch in "\t\n" for ch in text)
-
-
-def readable(value: Any) -> str:
-    """A result for people: text and numbers as themselves, bytes as text when UTF-8 and
-    printable (else ``hex: ..``), enums by name, the rest as indented JSON."""
-    if isinstance(value, enum.Enum):
-        return str(to_json(value))
-    if isinstance(value, str):
-        return value if _printable(value) else json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        return text if text is not None and _printable(text) else "hex: " + data.hex(" ")
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(to_json(value), indent=2, ensure_ascii=False)
-
-
 # --------------------------------------------------------------------------- the group
 
 
@@ -634,10 +292,8 @@ def rpc_group() -> None:
     is_flag=True,
     help="Admit ncacn_ip_tcp callers that present no key or client certificate.",
 )
-@click.option("--tls-cert", type=click.Path(dir_okay=False), metavar="FILE",
-              help="PEM certificate (chain) for ncacn_ip_tcp: TLS, RPC_C_AUTHN_LEVEL_PKT_PRIVACY.")
-@click.option("--tls-key", type=click.Path(dir_okay=False), metavar="FILE",
-              help="PEM private key of --tls-cert.")
+@tls_options("server", "TLS on ncacn_ip_tcp (RPC_C_AUTHN_LEVEL_PKT_PRIVACY); with --tls-ca, "
+             "ncacn_np bindings take clients from other machines too.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON line {"bindings", "interfaces", "pid"} instead of the bindings.')
 def serve_cmd(
@@ -647,6 +303,7 @@ def serve_cmd(
     allow_anonymous: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    tls_ca: str | None,
     as_json: bool,
 ) -> None:
     """Serve the class IMPL of MODULE until Ctrl-C or SIGTERM.
@@ -656,24 +313,28 @@ def serve_cmd(
     while it serves (see rpc ls). The bindings in use are printed on stdout, one per
     line, once clients can connect; status lines go to stderr. Stopping closes every
     connection and runs down open context handles; exit status 0.
+
+    --tls-cert and --tls-key put ncacn_ip_tcp bindings on TLS. --tls-ca then requires
+    client certificates that FILE signs, on TCP, and lets clients on other machines reach
+    ncacn_np bindings (remote named pipes, any certificate FILE signs; the interfaces see
+    the caller as cn:COMMONNAME).
     """
-    if (tls_cert is None) != (tls_key is None):
-        raise click.UsageError("--tls-cert and --tls-key go together")
+    files = TlsFiles(tls_cert, tls_key, tls_ca)
+    files.check_pair()
+    if files.ca is not None and not files.has_identity:
+        raise click.UsageError(f"{CA} needs {CERT} and {KEY}: the server presents its own certificate")
     parsed = [rpc.StringBinding.parse(b) for b in bindings or ("ncalrpc:",)]
     tcp = any(sb.protseq == "ncacn_ip_tcp" for sb in parsed)
-    if tls_cert is not None and not tcp:
-        raise click.UsageError("--tls-cert applies to ncacn_ip_tcp bindings")
+    np = any(sb.protseq == "ncacn_np" for sb in parsed)
+    if files.has_identity and not (tcp or np):
+        raise click.UsageError(f"{CERT} applies to ncacn_ip_tcp and ncacn_np bindings")
+    if files.has_identity and not tcp and files.ca is None:
+        raise click.UsageError(f"{CERT} on ncacn_np needs {CA}: clients from other machines are admitted by "
+                               "their certificates (CERT_REQUIRED)")
     if allow_anonymous and not tcp:
         raise click.UsageError("--allow-anonymous applies to ncacn_ip_tcp bindings")
-    tls = None
-    if tls_cert is not None and tls_key is not None:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            tls.load_cert_chain(tls_cert, tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise click.BadParameter(
-                f"cannot load {tls_cert} / {tls_key}: {exc}", param_hint="--tls-cert"
-            ) from None
+    tls = files.server_context() if files.has_identity else None
+    np_tls = tls if files.ca is not None else None  # ncacn_np from other machines (CERT_REQUIRED)
     impl, specs = load_impl(target, "MODULE:IMPL")
     everyone = SecurityAttributes(allow=[("everyone", "c")]) if public else None
     server = rpc.RpcServer()
@@ -685,9 +346,12 @@ def serve_cmd(
         for sb in parsed:
             if sb.protseq == "ncacn_ip_tcp":
                 used.append(server.listen(str(sb), tls=tls, allow_anonymous=allow_anonymous))
+            elif sb.protseq == "ncacn_np":
+                used.append(server.listen(str(sb), security=everyone, tls=np_tls))
             else:
                 used.append(server.listen(str(sb), security=everyone))
         server.start()
+        remote_np = f"; ncacn_np from other machines: {pipe_port_status()}" if np and np_tls is not None else ""
         ifaces = [
             {"name": s.name, "uuid": str(s.uuid), "version": f"{s.version[0]}.{s.version[1]}"} for s in specs
         ]
@@ -697,7 +361,7 @@ def serve_cmd(
             for b in used:
                 click.echo(b)
         what = ", ".join(f"{i['name']} {i['version']}" for i in ifaces)
-        note(f"serving {what} on {len(used)} binding{'s' if len(used) > 1 else ''}; Ctrl-C to stop")
+        note(f"serving {what} on {len(used)} binding{'s' if len(used) > 1 else ''}{remote_np}; Ctrl-C to stop")
         server.serve_forever()
     except KeyboardInterrupt:
         note("stopping")
@@ -747,6 +411,32 @@ def _no_declaration(method: str, binding: str) -> str:
             f"MODULE:Interface.method or with --module MODULE ({where})")
 
 
+def _fail(exc: W.WinIPCError, as_json: bool) -> NoReturn:
+    """A failed call: exit status 1, the error on stderr (and as JSON on stdout with --json)."""
+    if as_json:
+        print_json({"error": error_json(exc)})
+    raise Failure(describe_error(exc)) from None
+
+
+def _call_tls(sb: rpc.StringBinding, files: TlsFiles) -> ssl.SSLContext | None:
+    """The client context for a call on ``sb``, from the TLS options (None: no TLS).
+
+    Raises:
+        click.UsageError: options on a binding to this machine, half a certificate, or
+            ncacn_np to another machine without one (the option is named).
+        click.BadParameter: a file that does not load (named).
+    """
+    remote_np = sb.protseq == "ncacn_np" and not sb.is_local
+    if sb.protseq != "ncacn_ip_tcp" and not remote_np:
+        files.refuse(f"applies to ncacn_ip_tcp and to ncacn_np on another host; {sb} is on this machine")
+        return None
+    files.check_pair()
+    if remote_np and not files.has_identity:
+        raise click.UsageError(f"{sb} is a pipe on another machine: give {CERT} and {KEY} (its server admits "
+                               f"callers by their certificate; {CA} names the CA its certificate is checked against)")
+    return files.client_context() if files.given else None
+
+
 @rpc_group.command("call", context_settings={"ignore_unknown_options": True})
 @click.argument("binding")
 @click.argument("method", metavar="[MODULE:]INTERFACE.METHOD")
@@ -768,13 +458,8 @@ def _no_declaration(method: str, binding: str) -> str:
     help="Give up connecting, or cancel the call, after SECONDS (RPC_S_CALL_CANCELLED, "
     "exit status 1). Default: connect within 30 s, wait for the call without limit.",
 )
-@click.option(
-    "--tls-ca",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="ncacn_ip_tcp over TLS (RPC_C_AUTHN_LEVEL_PKT_PRIVACY), trusting the server "
-    "certificates the PEM certificate(s) in FILE sign; the host name is checked.",
-)
+@tls_options("client", "For ncacn_ip_tcp over TLS (RPC_C_AUTHN_LEVEL_PKT_PRIVACY) and "
+             "ncacn_np:HOST (a pipe on another machine, which needs it).")
 def call_cmd(
     binding: str,
     method: str,
@@ -782,6 +467,8 @@ def call_cmd(
     module: str | None,
     as_json: bool,
     timeout: float | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     tls_ca: str | None,
 ) -> None:
     """Call METHOD on the server at BINDING with ARGS and print the result.
@@ -801,17 +488,19 @@ def call_cmd(
     endpoint mapper of its host (RpcEpResolveBinding). The result is printed readably (text, numbers, bytes as text
     or hex, the rest as JSON), or with --json as JSON; a method returning None prints
     nothing (--json: null).
+
+    TLS: --tls-ca FILE trusts the server certificates FILE signs (the host name is
+    checked); --tls-cert and --tls-key present a client certificate, which
+    ncacn_np:HOST[\\pipe\\NAME] on another machine requires (its server admits callers by it).
     """
     spec, m = _resolve_method(method, module, binding)
     pos, kw = parse_call_args(m, args)
-    tls = None
-    if tls_ca is not None:
-        try:
-            tls = ssl.create_default_context(cafile=tls_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise click.BadParameter(f"cannot load {tls_ca}: {exc}", param_hint="--tls-ca") from None
     try:
         sb = rpc.StringBinding.parse(binding)
+    except W.WinIPCError as exc:
+        _fail(exc, as_json)
+    tls = _call_tls(sb, TlsFiles(tls_cert, tls_key, tls_ca))
+    try:
         opts: dict[str, Any] = {"timeout": timeout, "connect_timeout": timeout if timeout is not None else 30.0}
         if tls is not None:
             opts["tls"] = tls
@@ -823,9 +512,7 @@ def call_cmd(
         with _sigterm_as_interrupt(), handle:
             result = getattr(handle.client(spec.cls), m.name)(*pos, **kw)
     except W.WinIPCError as exc:
-        if as_json:
-            print_json({"error": error_json(exc)})
-        raise Failure(describe_error(exc)) from None
+        _fail(exc, as_json)
     if as_json:
         print_json(to_json(result))
     elif not (result is None and m.result.kind == "none"):
