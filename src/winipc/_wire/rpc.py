@@ -366,7 +366,7 @@ def request_body(if_uuid: bytes, major: int, minor: int, opnum: int, args: list[
 
 # A call with no out-of-band buffer on a connection without MAC is the common case: its
 # frames are built in one piece and read without Header/Frame objects (the same bytes as
-# the general path; tests/test_rpc_wire.py holds the two to each other).
+# the general path; tests/test_wire_rpc.py holds the two to each other).
 _ARRAY6, _ARRAY2, _NO_OOB = b"\x96", b"\x92", b"\x90"
 
 
