@@ -3,6 +3,8 @@
 ``winipc._native._ring`` is the shared-memory ring of local pipe connections
 (docs/fastpath.md). It needs Linux (sealed memfds, futexes). ``winipc._native._xstore``
 holds a local queue's express messages in shared memory (docs/wire/msmq-express.md).
+``winipc._native._rpcfast`` is winipc.rpc's call path for plain calls on a local ring
+(docs/rpc.md).
 ``optional=True``: where they cannot be built, winipc still installs and runs without
 the fast path, and express messages go to the queue's database.
 """
@@ -29,6 +31,14 @@ if sys.platform.startswith("linux"):
             ["src/winipc/_native/_xstore.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
             extra_link_args=["-pthread"],
+            optional=True,
+        )
+    )
+    ext_modules.append(
+        Extension(
+            "winipc._native._rpcfast",
+            ["src/winipc/_native/_rpcfast.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
             optional=True,
         )
     )

@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 from winipc import errors as W
 from winipc._wire import rpc as wire
-from winipc.rpc import _epm, _mapper
+from winipc.rpc import _epm, _fast, _mapper
 from winipc.rpc._binding import StringBinding
 from winipc.rpc._common import AuthInfo, AuthLevel, ClientInfo, error_of
 from winipc.rpc._conn import Conn, Registration
@@ -28,7 +28,7 @@ _BREAKS = (W.CallFailed, W.Timeout, W.ProtocolError, W.SecurityPackageError, W.C
 class Proxy:
     """Base of generated proxies; ``proxy.method(...)`` calls the server."""
 
-    __slots__ = ("_rpc_invoke",)
+    __slots__ = ("_rpc_fast", "_rpc_invoke")
     _rpc_spec: InterfaceSpec
 
     def __init__(self, spec: InterfaceSpec, invoke: Callable[[MethodSpec, list[Any]], Any]) -> None:
@@ -38,6 +38,7 @@ class Proxy:
         pcls = _proxy_class(spec, cls)
         obj: Any = object.__new__(pcls)
         obj._rpc_invoke = invoke
+        obj._rpc_fast = None  # the C path's Client (rpc/_fast.py), set by Binding.client
         return obj
 
     def __repr__(self) -> str:
@@ -47,7 +48,7 @@ class Proxy:
 _classes: dict[tuple[InterfaceSpec, type], type] = {}
 
 
-def _method(m: MethodSpec) -> Callable[..., Any]:
+def _method(spec: InterfaceSpec, m: MethodSpec) -> Callable[..., Any]:
     bind_args = m.bind_args
     n = len(m.params) if all(not p.kw_only for p in m.params) else -1  # every argument given by position
 
@@ -58,14 +59,14 @@ def _method(m: MethodSpec) -> Callable[..., Any]:
 
     call.__name__ = m.name
     call.__qualname__ = m.name
-    return call
+    return _fast.proxy_method(m, spec.request_prefixes[m.opnum], call)
 
 
 def _proxy_class(spec: InterfaceSpec, base: type) -> type:
     key = (spec, base)
     cls = _classes.get(key)
     if cls is None:
-        ns: dict[str, Any] = {m.name: _method(m) for m in spec.methods}
+        ns: dict[str, Any] = {m.name: _method(spec, m) for m in spec.methods}
         ns["__slots__"] = ()
         ns["_rpc_spec"] = spec
         ns["__init__"] = lambda self, *a: None
@@ -89,6 +90,7 @@ class _ClientConn:
         except BaseException:
             self.ch.close()
             raise
+        self.fast = _fast.link(self.ch, self.conn)  # how the C path reaches this connection, or None
 
     def _handshake(self) -> None:
         b = self.binding
@@ -169,9 +171,8 @@ class Binding:
             for spec in interfaces_of(impl):
                 self._callbacks[spec.key()] = Registration.make(spec, impl)
         self.callback_specs = [r.spec for r in self._callbacks.values()]
-        self._idle: list[_ClientConn] = []
+        self._conns = _fast.new_pool()  # idle connections (the C path takes from it too)
         self._lock = threading.Lock()
-        self._closed = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __str__(self) -> str:
@@ -187,7 +188,9 @@ class Binding:
         """
         spec = spec_of(interface)
         t = self.timeout if timeout is None else timeout
-        return cast(T, Proxy(spec, functools.partial(self._invoke, spec, t)))
+        proxy: Any = Proxy(spec, functools.partial(self._invoke, spec, t))
+        proxy._rpc_fast = _fast.client(self._conns, t, self._resume, self.oob_threshold)
+        return cast(T, proxy)
 
     def async_client(self, interface: type[T], *, timeout: float | None = None) -> Any:
         """A proxy whose methods are coroutines (asyncio); cancelling the task cancels the call."""
@@ -243,35 +246,59 @@ class Binding:
 
     # ------------------------------------------------------------- plumbing
     def _release(self, c: _ClientConn, ok: bool) -> None:
-        if ok:
-            with self._lock:
-                if not self._closed:
-                    self._idle.append(c)
-                    return
-        c.ch.close()
+        if not (ok and self._conns.put(c)):
+            c.ch.close()
 
     def _invoke(self, spec: InterfaceSpec, timeout: float | None, m: MethodSpec, values: list[Any],
                 token: _Cancel | None = None) -> Any:
-        with self._lock:  # a connection from the pool, else a new one
-            if self._closed:
-                raise W.InvalidHandle("the binding is closed")
-            c = self._idle.pop() if self._idle else None
+        c = self._conns.take()  # a connection from the pool, else a new one
         if c is None:
+            if self._conns.closed:
+                raise W.InvalidHandle("the binding is closed")
             c = _ClientConn(self)
-        ok = False
         if token is not None and not token.attach(c):
             self._release(c, True)
             raise W.CallCancelled(f"{spec.name}.{m.name} was cancelled")
+        return self._guard(c, m, timeout, token, c.conn.invoke, spec, m, values, timeout=timeout,
+                           context_in=self._context_in, answer=c.answer)
+
+    def _resume(self, c: _ClientConn, m: MethodSpec, timeout: float | None, stage: int, flags: int, call_id: int,
+                payload: Any) -> Any:
+        """Finish a call the C path (rpc/_fast.py) started on ``c`` and handed back.
+
+        ``stage`` 0: sending ``payload`` (the frame) raised; 1: receiving raised ``payload``;
+        2: ``payload`` is an answer the C path does not read.
+        """
+        return self._guard(c, m, timeout, None, self._finish, c, m, timeout, stage, flags, call_id, payload)
+
+    def _finish(self, c: _ClientConn, m: MethodSpec, timeout: float | None, stage: int, flags: int, call_id: int,
+                payload: Any) -> Any:
+        raw = None
+        if stage == 0:
+            c.ch.send_frame(payload)  # through the pipe, which raises what is wrong
+            if m.oneway:
+                return None
+        elif stage == 1:
+            if isinstance(payload, TimeoutError):
+                raise W.SemTimeout("no answer in time")
+        else:
+            raw = payload
+        return c.conn.await_result(m, flags, call_id, True, timeout, self._context_in, c.answer, raw)
+
+    def _guard(self, c: _ClientConn, m: MethodSpec, timeout: float | None, token: _Cancel | None,
+               run: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``run(*args, **kwargs)`` on ``c``: its errors as the call's, ``c`` back to the pool when it is fine."""
+        ok = False
         try:
-            result = c.conn.invoke(spec, m, values, timeout=timeout, context_in=self._context_in, answer=c.answer)
+            result = run(*args, **kwargs)
             ok = True
             return result
         except W.Timeout:
             c.abort()
-            raise W.CallTimeout(f"{spec.name}.{m.name} took longer than {timeout} s and was cancelled") from None
+            raise W.CallTimeout(f"{m.interface}.{m.name} took longer than {timeout} s and was cancelled") from None
         except _BREAKS:
             if token is not None and token.cancelled:
-                raise W.CallCancelled(f"{spec.name}.{m.name} was cancelled") from None
+                raise W.CallCancelled(f"{m.interface}.{m.name} was cancelled") from None
             raise
         except W.WinIPCError:
             ok = True  # a fault, or arguments refused before sending: the connection is fine
@@ -307,10 +334,9 @@ class Binding:
         """
         if type(connections) is not int or not 1 <= connections <= 64:
             raise W.InvalidParameter(f"connections must be an int within 1..64, not {connections!r}")
-        with self._lock:
-            if self._closed:
-                raise W.InvalidHandle("the binding is closed")
-            wanted = connections - len(self._idle)
+        if self._conns.closed:
+            raise W.InvalidHandle("the binding is closed")
+        wanted = connections - len(self._conns)
         opened: list[_ClientConn] = []
         try:
             for _ in range(wanted):
@@ -319,19 +345,16 @@ class Binding:
             for c in opened:
                 c.ch.close()
             raise
-        with self._lock:
-            if not self._closed:
-                self._idle[:0] = opened  # behind the warm ones: calls take from the end
-                return
+        if self._conns.put_cold(opened):  # behind the warm ones: calls take from the end
+            return
         for c in opened:
             c.ch.close()
         raise W.InvalidHandle("the binding was closed while it connected")
 
     def close(self) -> None:
         """Close every connection (Win32: RpcBindingFree)."""
+        idle = self._conns.close()
         with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
             ex, self._executor = self._executor, None
         for c in idle:
             c.ch.close()

@@ -117,6 +117,11 @@ def current_call() -> Call:
     return call  # type: ignore[no-any-return]
 
 
+def current_holder() -> threading.local:
+    """Where :func:`set_current` keeps the call (its ``call`` attribute): the C path sets it too."""
+    return _current
+
+
 def set_current(call: Call | tuple[Callable[[int], Call | None], int] | None) -> None:
     """The call this thread runs: a Call, or how to make it (``(make_call, call_id)``), or None."""
     _current.call = call

@@ -8,6 +8,7 @@ answers a client's REQUEST the same way a client answers a callback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from winipc import errors as W
 from winipc._core.security import Access, SecurityAttributes
 from winipc._wire import rpc as wire
+from winipc.rpc import _fast
 from winipc.rpc._common import AuthLevel, Call, ClientInfo, error_of, fault_of, set_current
 from winipc.rpc._idl import InterfaceSpec, MethodSpec
 from winipc.rpc._transport import Channel
@@ -56,6 +58,11 @@ class Registration:
             if not sec.check(self.owner, client.uid, client.gid or 0, Access.CONNECT):
                 return False
         return self.if_callback is None or bool(self.if_callback(client))
+
+    @functools.cached_property
+    def fast_ops(self) -> list[Any]:
+        """Per opnum, the method for the C call path (``_fast.op``), or None."""
+        return [_fast.op(self, i) for i in range(len(self.funcs))]
 
 
 class Conn:
@@ -121,13 +128,22 @@ class Conn:
             self.send(wire.REQUEST, flags, call_id, body, oob)
         if m.oneway:
             return None
+        return self.await_result(m, flags, call_id, plain, timeout, context_in, answer)
+
+    def await_result(self, m: MethodSpec, flags: int, call_id: int, plain: bool, timeout: float | None,
+                     context_in: Callable[[bytes], Any] | None, answer: Callable[[wire.Frame], None] | None,
+                     raw: bytes | bytearray | memoryview | None = None) -> Any:
+        """Wait for the answer to a sent call (``raw``: its first frame, received already)."""
+        callback = bool(flags & wire.CALLBACK)
         while True:
-            raw = self.ch.recv_raw(timeout)
+            if raw is None:
+                raw = self.ch.recv_raw(timeout)
             if plain:
                 got = wire.quick_response(raw, flags & wire.CALLBACK, call_id)
                 if got is not None:
                     return m.decode_result(got[0], (), context_in=context_in)
             frame = self.frame(raw)
+            raw = None
             h = frame.header
             if h.type == wire.REQUEST and bool(h.flags & wire.CALLBACK) != callback and answer is not None:
                 answer(frame)
@@ -194,8 +210,11 @@ class Conn:
             return
         finally:
             set_current(None)
-        if oneway:
-            return
+        if not oneway:
+            self.reply(m, flags, call_id, result)
+
+    def reply(self, m: MethodSpec, flags: int, call_id: int, result: Any) -> None:
+        """Send the RESPONSE to call ``call_id`` (a FAULT when ``result`` does not fit the method)."""
         try:
             oob: list[memoryview] = []
             res = m.encode_result(result, oob, oob_threshold=self.oob_threshold)

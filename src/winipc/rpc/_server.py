@@ -15,9 +15,9 @@ from winipc import errors as W
 from winipc._backends import posix as B
 from winipc._core.security import SecurityAttributes
 from winipc._wire import rpc as wire
-from winipc.rpc import _epm, _mapper
+from winipc.rpc import _epm, _fast, _mapper
 from winipc.rpc._binding import StringBinding
-from winipc.rpc._common import AuthLevel, Call, ClientInfo
+from winipc.rpc._common import AuthLevel, Call, ClientInfo, current_holder
 from winipc.rpc._conn import Conn, Registration
 from winipc.rpc._context import Association, Associations
 from winipc.rpc._idl import interfaces_of, spec_of
@@ -417,13 +417,19 @@ class _ServerConn:
         try:
             conn, lookup, make_call, resolve = self.conn, self.lookup, self.make_call, assoc.resolve
             recv_raw, quick, run_request, plain = conn.ch.recv_raw, wire.quick_request, conn.run_request, conn.mac_key is None
+            # the C path serves the plain calls it has learnt; the rest comes back here
+            loop = _fast.serve_loop(conn.ch, conn, self.server, current_holder(), make_call)
             while True:
-                raw = recv_raw()
+                raw = None if loop is None else loop.run()
+                if raw is None:
+                    raw = recv_raw()
                 if plain:
                     q = quick(raw)
                     if q is not None and not q[0] & wire.CALLBACK:
                         flags, call_id, d = q
                         run_request(flags, call_id, d[0], d[1], d[2], d[3], d[4], (), lookup, make_call, resolve)
+                        if loop is not None and self._generation == self.server._generation:
+                            _fast.learn(loop, self._ready.get((d[0], d[1], d[2])), self._generation, *d[:4])
                         continue
                 frame = conn.frame(raw)
                 t = frame.header.type

@@ -54,6 +54,10 @@ class Channel:
         """True when a frame (or the end of the connection) is waiting."""
         raise NotImplementedError
 
+    def ring(self) -> Any:
+        """The shared-memory ring endpoint whole frames travel through, or None (rpc/_fast.py)."""
+        return None
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -106,6 +110,14 @@ class PipeChannel(Channel):
             raise W.ProtocolError("an RPC frame larger than the limit arrived") from None
         except W.InvalidData as exc:
             raise W.ProtocolError(f"bad pipe framing under RPC: {exc.strerror}") from None
+
+    def ring(self) -> Any:
+        # a local message pipe on the fast path: each ring call moves one whole message, and
+        # raises for anything else (the peer gone, a socket event), which the pipe then handles
+        c = self.conn
+        if c.remote is None and c.message_type and c.can_read and c.can_write and not c.nowait:
+            return c._ring
+        return None
 
     def has_input(self) -> bool:
         try:
