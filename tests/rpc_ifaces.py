@@ -233,3 +233,53 @@ class AsyncImpl(AsyncIface):
         import asyncio
         await asyncio.sleep(seconds)
         return text.upper()
+
+
+@rpc.interface(uuid="3b1f6c2a-8d4e-4f5a-9b6c-7d8e9fa0b1c2", version=(1, 0))
+class Plain:
+    """Scalar methods only: the ones the C call path (rpc/_fast.py) runs."""
+
+    def caller(self) -> str: ...
+    def mix(self, b: bool, i: int, f: float, s: str, data: bytes, n: None) -> str: ...
+    def echo_float(self, v: float) -> float: ...
+    def wrong(self) -> int: ...
+    def big(self) -> int: ...
+    def sleep(self, seconds: float) -> str: ...
+    def die(self) -> None: ...
+    @rpc.oneway
+    def count(self, n: int) -> None: ...
+    def counted(self) -> int: ...
+
+
+class PlainImpl(Plain):
+    def __init__(self) -> None:
+        self._counted = 0
+
+    def caller(self):
+        import sys
+        return sys._getframe(1).f_code.co_name  # "run": the C loop called; "run_request": Python did
+
+    def mix(self, b, i, f, s, data, n):
+        return repr((type(b).__name__, b, type(i).__name__, i, type(f).__name__, f, s, len(data), data[:4], n))
+
+    def echo_float(self, v):
+        return v
+
+    def wrong(self):
+        return "not an int"
+
+    def big(self):
+        return 2 ** 64  # one past what msgpack carries
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+        return "done"
+
+    def die(self):
+        os._exit(3)
+
+    def count(self, n):
+        self._counted += n
+
+    def counted(self):
+        return self._counted

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rpc_ifaces import AsyncImpl, FilesImpl, PublicImpl, TypesImpl
+from rpc_ifaces import AsyncImpl, FilesImpl, PlainImpl, PublicImpl, TypesImpl
 from winipc import rpc
 from winipc._core.security import SecurityAttributes
 
@@ -39,6 +39,7 @@ def main() -> None:
     server.register(FilesImpl())
     server.register(AsyncImpl())
     server.register(PublicImpl(), security=everyone if a.public else None)
+    server.register(PlainImpl())
     tls = None
     if a.tls:
         cert, key, *ca = a.tls.split(":")

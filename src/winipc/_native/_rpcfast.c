@@ -845,23 +845,28 @@ static PyObject *resume(Client *cl, PyObject *conn, FastMethod *fm, int stage, i
     return res;
 }
 
-/* Put `conn` back; when the pool is closed, hand it to resume's caller to close: the
- * Python side closes connections (STAGE_* do not apply: resume is not called). */
+/* Close a connection that cannot go back to the pool (as Binding._release does), keeping
+ * any error being raised; a failure to close is reported as unraisable. */
+static void drop(PyObject *conn)
+{
+    PyObject *exc = PyErr_Occurred() ? fetch_exc() : NULL;
+    PyObject *ch = PyObject_GetAttrString(conn, "ch");
+    PyObject *r = ch ? PyObject_CallMethod(ch, "close", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(ch);
+    if (!r)
+        PyErr_WriteUnraisable(conn);
+    if (exc)
+        restore_exc(exc);
+}
+
+/* Put `conn` back in the pool, or close it when the binding was closed meanwhile. */
 static int release(Client *cl, PyObject *conn)
 {
     int r = pool_push(cl->pool, conn);
-    if (r != 0)
-        return r;
-    /* the binding closed meanwhile: close the connection as Binding._release does */
-    PyObject *ch = PyObject_GetAttrString(conn, "ch");
-    if (!ch)
-        return -1;
-    PyObject *res = PyObject_CallMethod(ch, "close", NULL);
-    Py_DECREF(ch);
-    if (!res)
-        return -1;
-    Py_DECREF(res);
-    return 0;
+    if (r == 0)
+        drop(conn);
+    return r < 0 ? -1 : 0;
 }
 
 static PyObject *fm_vectorcall(FastMethod *fm, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -910,6 +915,16 @@ static PyObject *fm_vectorcall(FastMethod *fm, PyObject *const *args, size_t nar
     PyObject *res = PyObject_Vectorcall(link->send, &frame, 1, NULL);
     if (!res) {
         PyObject *exc = fetch_exc();
+        if (!PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+            /* KeyboardInterrupt, SystemExit: raised at once, the connection dropped, as in Python */
+            Py_DECREF(frame);
+            Py_DECREF(link_o);
+            drop(conn);
+            restore_exc(exc);
+            Py_DECREF(conn);
+            Py_DECREF(cl_o);
+            return NULL;
+        }
         Py_DECREF(exc);
         res = resume(cl, conn, fm, STAGE_SEND, flags, call_id, frame);
         Py_DECREF(frame);
@@ -929,6 +944,13 @@ static PyObject *fm_vectorcall(FastMethod *fm, PyObject *const *args, size_t nar
     Py_DECREF(link_o);
     if (!raw) {
         PyObject *exc = fetch_exc();
+        if (!PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+            drop(conn); /* the answer may still come: the connection cannot be used again */
+            restore_exc(exc);
+            Py_DECREF(conn);
+            Py_DECREF(cl_o);
+            return NULL;
+        }
         res = resume(cl, conn, fm, STAGE_RECV, flags, call_id, exc);
         Py_DECREF(exc);
         Py_DECREF(conn);
