@@ -323,6 +323,17 @@ def test_connect_opens_the_pool_ahead_and_surfaces_errors(server: Server) -> Non
         assert _open_fds() == before
 
 
+def test_register_takes_an_instance() -> None:
+    from rpc_ifaces import PublicImpl
+
+    s = rpc.RpcServer()
+    with pytest.raises(W.InvalidParameter, match="instance of the implementation, not the class PublicImpl"):
+        s.register(PublicImpl)
+    with pytest.raises(W.InvalidParameter, match="not the class Public"):
+        s.register(Public, PublicImpl())  # the arguments the wrong way round
+    s.register(PublicImpl(), Public)
+
+
 def test_unregister_reaches_connections_already_open() -> None:
     """A connection that already called an interface sees it go and come back (RpcServerUnregisterIf)."""
     code = (

@@ -96,9 +96,12 @@ class RpcServer:
             min_auth_level: calls on weaker connections get ERROR_ACCESS_DENIED.
 
         Raises:
-            InvalidParameter: ``impl`` misses a method, or ``interface`` is not one of its.
+            InvalidParameter: ``impl`` is a class, misses a method, or ``interface`` is not one of its.
             AlreadyExists: that interface and major version are registered already.
         """
+        if isinstance(impl, type):  # its methods would run without an instance
+            raise W.InvalidParameter(f"register() takes an instance of the implementation, not the class "
+                                     f"{impl.__name__}; interface, if given, comes second")
         spec = spec_of(interface) if interface is not None else spec_of(impl)
         if interface is not None and spec not in interfaces_of(impl):
             raise W.InvalidParameter(f"{type(impl).__name__} does not implement {spec.name}")
