@@ -1215,7 +1215,10 @@ static PyObject *sl_learn(ServeLoop *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "learn(prefix: bytes, op: Op, generation)");
         return NULL;
     }
-    if (self->generation == NULL || PyObject_RichCompareBool(self->generation, args[2], Py_EQ) != 1) {
+    int same = self->generation == NULL ? 0 : PyObject_RichCompareBool(self->generation, args[2], Py_EQ);
+    if (same < 0)
+        return NULL;
+    if (!same) {
         PyDict_Clear(self->table);
         Py_XSETREF(self->generation, Py_NewRef(args[2]));
     }
@@ -1349,6 +1352,10 @@ static int sl_run_one(ServeLoop *self, PyObject *raw)
             Py_DECREF(r);
             Py_DECREF(frame);
             rc = 1;
+            goto out;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            Py_DECREF(frame); /* KeyboardInterrupt, SystemExit: raised at once, as in Python */
             goto out;
         }
         PyErr_Clear(); /* reply() sends it again through the pipe, which raises what is wrong */
