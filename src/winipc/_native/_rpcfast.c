@@ -101,6 +101,14 @@ static int kinds_from(PyObject *types, unsigned char *kinds, Py_ssize_t *n)
     return 0;
 }
 
+/* The tp_dealloc of every type here: untrack, drop the references (tp_clear), free. */
+static void gc_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TYPE(self)->tp_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
 /* ------------------------------------------------------------------ msgpack encoding */
 
 /* One scalar, checked and measured. `v` must be exactly of type `kind`. */
@@ -583,13 +591,6 @@ static int link_clear(Link *self)
     return 0;
 }
 
-static void link_dealloc(Link *self)
-{
-    PyObject_GC_UnTrack(self);
-    link_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static PyTypeObject LinkType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "winipc._native._rpcfast.Link",
@@ -600,7 +601,7 @@ static PyTypeObject LinkType = {
     .tp_init = (initproc)link_init,
     .tp_traverse = (traverseproc)link_traverse,
     .tp_clear = (inquiry)link_clear,
-    .tp_dealloc = (destructor)link_dealloc,
+    .tp_dealloc = gc_dealloc,
 };
 
 /* ------------------------------------------------------------------ Pool: a binding's idle connections */
@@ -706,13 +707,6 @@ static int pool_clear(Pool *self)
     return 0;
 }
 
-static void pool_dealloc(Pool *self)
-{
-    PyObject_GC_UnTrack(self);
-    pool_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static PyMethodDef pool_methods[] = {
     {"take", (PyCFunction)pool_take, METH_NOARGS, "take() -> the most recently pooled connection, or None"},
     {"put", (PyCFunction)pool_put, METH_O, "put(conn) -> True when pooled, False when the pool is closed"},
@@ -740,7 +734,7 @@ static PyTypeObject PoolType = {
     .tp_new = pool_new,
     .tp_traverse = (traverseproc)pool_traverse,
     .tp_clear = (inquiry)pool_clear,
-    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_methods = pool_methods,
     .tp_getset = pool_getset,
     .tp_as_sequence = &pool_as_sequence,
@@ -788,13 +782,6 @@ static int client_clear(Client *self)
     return 0;
 }
 
-static void client_dealloc(Client *self)
-{
-    PyObject_GC_UnTrack(self);
-    client_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static PyTypeObject ClientType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "winipc._native._rpcfast.Client",
@@ -805,7 +792,7 @@ static PyTypeObject ClientType = {
     .tp_init = (initproc)client_init,
     .tp_traverse = (traverseproc)client_traverse,
     .tp_clear = (inquiry)client_clear,
-    .tp_dealloc = (destructor)client_dealloc,
+    .tp_dealloc = gc_dealloc,
 };
 
 /* ------------------------------------------------------------------ FastMethod: a proxy's method */
@@ -1049,13 +1036,6 @@ static int fm_clear(FastMethod *fm)
     return 0;
 }
 
-static void fm_dealloc(FastMethod *fm)
-{
-    PyObject_GC_UnTrack(fm);
-    fm_clear(fm);
-    Py_TYPE(fm)->tp_free((PyObject *)fm);
-}
-
 static PyObject *fm_get_name(FastMethod *fm, void *Py_UNUSED(closure))
 {
     return PyObject_GetAttrString(fm->slow, "__name__");
@@ -1090,7 +1070,7 @@ static PyTypeObject FastMethodType = {
     .tp_descr_get = fm_descr_get,
     .tp_traverse = (traverseproc)fm_traverse,
     .tp_clear = (inquiry)fm_clear,
-    .tp_dealloc = (destructor)fm_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_getset = fm_getset,
 };
 
@@ -1146,13 +1126,6 @@ static int op_clear(Op *op)
     return 0;
 }
 
-static void op_dealloc(Op *op)
-{
-    PyObject_GC_UnTrack(op);
-    op_clear(op);
-    Py_TYPE(op)->tp_free((PyObject *)op);
-}
-
 static PyTypeObject OpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "winipc._native._rpcfast.Op",
@@ -1163,7 +1136,7 @@ static PyTypeObject OpType = {
     .tp_new = op_new,
     .tp_traverse = (traverseproc)op_traverse,
     .tp_clear = (inquiry)op_clear,
-    .tp_dealloc = (destructor)op_dealloc,
+    .tp_dealloc = gc_dealloc,
 };
 
 typedef struct {
@@ -1454,13 +1427,6 @@ static int sl_clear(ServeLoop *self)
     return 0;
 }
 
-static void sl_dealloc(ServeLoop *self)
-{
-    PyObject_GC_UnTrack(self);
-    sl_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static PyMethodDef sl_methods[] = {
     {"run", (PyCFunction)sl_run, METH_NOARGS,
      "run() -> bytes | None: serve plain calls; return a frame the Python path must handle, or "
@@ -1488,7 +1454,7 @@ static PyTypeObject ServeLoopType = {
     .tp_init = (initproc)sl_init,
     .tp_traverse = (traverseproc)sl_traverse,
     .tp_clear = (inquiry)sl_clear,
-    .tp_dealloc = (destructor)sl_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_methods = sl_methods,
     .tp_getset = sl_getset,
 };

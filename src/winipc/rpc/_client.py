@@ -266,19 +266,19 @@ class Binding:
                 payload: Any) -> Any:
         """Finish a call the C path (rpc/_fast.py) started on ``c`` and handed back.
 
-        ``stage`` 0: sending ``payload`` (the frame) raised; 1: receiving raised ``payload``;
-        2: ``payload`` is an answer the C path does not read.
+        ``stage`` SEND_FAILED: sending ``payload`` (the frame) raised; RECV_FAILED: receiving
+        raised ``payload``; UNREAD_ANSWER: ``payload`` is an answer the C path does not read.
         """
         return self._guard(c, m, timeout, None, self._finish, c, m, timeout, stage, flags, call_id, payload)
 
     def _finish(self, c: _ClientConn, m: MethodSpec, timeout: float | None, stage: int, flags: int, call_id: int,
                 payload: Any) -> Any:
         raw = None
-        if stage == 0:
+        if stage == _fast.SEND_FAILED:
             c.ch.send_frame(payload)  # through the pipe, which raises what is wrong
             if m.oneway:
                 return None
-        elif stage == 1:
+        elif stage == _fast.RECV_FAILED:
             if isinstance(payload, TimeoutError):
                 raise W.SemTimeout("no answer in time")
         else:

@@ -29,6 +29,9 @@ try:
 except ImportError:  # not built here: the Python path only
     native = None
 
+# what Binding._resume is told the C path stopped at (STAGE_* in _rpcfast.c)
+SEND_FAILED, RECV_FAILED, UNREAD_ANSWER = 0, 1, 2
+
 # the value types whose wire value is the Python value itself
 _SCALARS = (bool, int, float, str, bytes, type(None))
 _MAX_PARAMS = 32
