@@ -265,6 +265,30 @@ def test_by_id_cursor_receive_purge_and_integrity(queue: str) -> None:
         assert q.stat().messages == 0
 
 
+def test_a_cursor_never_steps_back_to_a_higher_priority_message_of_the_other_store(queue: str) -> None:
+    """A message sent at a higher priority than the one under the cursor lies behind it
+    (MSMQ's order), whichever store holds it; equal or lower priorities lie ahead."""
+    with msmq.open(queue, "receive") as q:
+        _send_from_child(queue, "x:3:x1", "x:3:x2")
+        with q.cursor() as cur:
+            assert bytes(cur.peek_current().body) == b"x1"  # express, and SQLite is empty
+            _send_from_child(queue, "r:5:r-high", "r:3:r-same")
+            assert bytes(cur.peek_next().body) == b"x2"
+            assert bytes(cur.peek_next().body) == b"r-same"
+            with pytest.raises(W.IoTimeout):
+                cur.peek_next(timeout=0)
+        assert [bytes(q.receive(timeout=0).body) for _ in range(4)] == [b"r-high", b"x1", b"x2", b"r-same"]
+        _send_from_child(queue, "r:2:r1", "r:2:r2")
+        with q.cursor() as cur:
+            assert bytes(cur.peek_current().body) == b"r1"  # SQLite, and the express store is empty
+            _send_from_child(queue, "x:6:x-high", "x:2:x-same")
+            assert bytes(cur.peek_next().body) == b"r2"
+            assert bytes(cur.peek_next().body) == b"x-same"
+            with pytest.raises(W.IoTimeout):
+                cur.peek_next(timeout=0)
+        assert [bytes(q.receive(timeout=0).body) for _ in range(4)] == [b"x-high", b"r1", b"r2", b"x-same"]
+
+
 def test_a_flipped_byte_in_the_express_store_is_reported_not_returned(queue: str) -> None:
     with msmq.open(queue, "send") as s:
         s.send(b"secret-payload" * 10, delivery=msmq.Delivery.EXPRESS)

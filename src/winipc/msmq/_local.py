@@ -2340,6 +2340,8 @@ class LocalCursor(Cursor):
 
     With an express store the cursor merges the two stores' orders: it keeps the last
     position it passed in each and steps to whichever store's next message comes first.
+    Neither position is ever above the priority of the message under the cursor, so a
+    message sent at a higher priority, to either store, lies behind it (as in MSMQ).
     """
 
     def __init__(self, queue: LocalQueue) -> None:
@@ -2360,12 +2362,21 @@ class LocalCursor(Cursor):
         q._check(QueueAccess.RECEIVE | QueueAccess.PEEK)
         spos, xpos = (self._spos, self._xpos) if after else (None, None)
         m = q._wait(lambda: q._attempt("after", spos, None, False, xpos), timeout, "cursor peek")
-        self._pos = (m.priority, m.lookup_id)
+        pri = m.priority
+        self._pos = (pri, m.lookup_id)
         self._express = E.is_express_lookup_id(m.lookup_id)
+        # In the merged order, a message of a higher priority than the one under the
+        # cursor lies behind it, in either store (sent since, or passed in the other
+        # store): the other store's position moves on to this priority (seq and stamp
+        # 0 come before every message of it).
         if self._express:
             self._xpos = self._pos
+            if self._spos is None or self._spos[0] > pri:
+                self._spos = (pri, 0)
         else:
             self._spos = self._pos
+            if self._xpos is None or self._xpos[0] > pri:
+                self._xpos = (pri, 0)
         self._removed = False
         return m
 
