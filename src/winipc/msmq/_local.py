@@ -2366,9 +2366,8 @@ class LocalCursor(Cursor):
         self._pos = (pri, m.lookup_id)
         self._express = E.is_express_lookup_id(m.lookup_id)
         # In the merged order, a message of a higher priority than the one under the
-        # cursor lies behind it, in either store (sent since, or passed in the other
-        # store): the other store's position moves on to this priority (seq and stamp
-        # 0 come before every message of it).
+        # cursor lies behind it, whichever store holds it: the other store's position
+        # moves down to this priority (seq and stamp 0 come before every message of it).
         if self._express:
             self._xpos = self._pos
             if self._spos is None or self._spos[0] > pri:
