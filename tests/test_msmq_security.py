@@ -11,6 +11,7 @@ import logging
 import os
 import pwd
 import shutil
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -356,7 +357,11 @@ def test_crafted_incoming_files_never_reach_the_queue(
     monkeypatch.setattr(pickle, "load", no_unpickling)
     pickled = pickle.dumps({"evil": True})
     good = I.encode([_record(pickled)], single_message=False)
+    with sqlite3.connect(folder / "queue.db") as c:
+        (guid,) = c.execute("SELECT value FROM meta WHERE key = 'guid'").fetchone()
     crafted = {
+        # the id a message the queue stores next gets (its native ids are only its own)
+        "the queue's own id space": I.encode([_record(id="{" + guid + "}\\1")], single_message=False),
         "garbage": os.urandom(300),
         "pickle": pickled,
         "torn": good[:-9],

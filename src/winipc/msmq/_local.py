@@ -49,6 +49,7 @@ import itertools
 import logging
 import os
 import pwd
+import re
 import secrets
 import select
 import shutil
@@ -57,6 +58,7 @@ import stat
 import threading
 import time
 import urllib.parse
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -91,7 +93,7 @@ from winipc.msmq._names import (
     QueueRef,
 )
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 DEFAULT_STORE = "/var/tmp/winipc-msmq"
 SUB_CODES = {SUB_MAIN: 0, SUB_JOURNAL: 1, SUB_DEADLETTER: 2, SUB_POISON: 3}
 READY, PENDING, LOCKED = 0, 1, 2
@@ -127,17 +129,23 @@ CREATE TABLE IF NOT EXISTS msg(
   size INTEGER NOT NULL,
   props BLOB NOT NULL,
   body BLOB NOT NULL,
-  crc INTEGER NOT NULL
+  crc INTEGER NOT NULL,
+  native INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS msg_order ON msg(sub, state, pri DESC, seq);
-CREATE INDEX IF NOT EXISTS msg_id ON msg(msgid);
+CREATE INDEX IF NOT EXISTS msg_order ON msg(sub, state, pri DESC, seq, size);
+CREATE INDEX IF NOT EXISTS msg_id ON msg(msgid) WHERE native = 0;
 CREATE INDEX IF NOT EXISTS msg_corr ON msg(corr) WHERE corr IS NOT NULL;
 CREATE INDEX IF NOT EXISTS msg_tx ON msg(tx) WHERE tx IS NOT NULL;
+CREATE TABLE IF NOT EXISTS txlog(tx TEXT PRIMARY KEY, participants BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS incoming(name TEXT PRIMARY KEY, at REAL NOT NULL, status INTEGER NOT NULL);
+"""
+
+#: Queues with a quota or a journal quota (only those: each counter update is one more page
+#: written per send and receive) count their messages and bytes per (sub, state) here.
+_COUNTERS = """
 CREATE TABLE IF NOT EXISTS counters(
   sub INTEGER NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL,
   PRIMARY KEY(sub, state));
-CREATE TABLE IF NOT EXISTS txlog(tx TEXT PRIMARY KEY, participants BLOB NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS incoming(name TEXT PRIMARY KEY, at REAL NOT NULL, status INTEGER NOT NULL);
 CREATE TRIGGER IF NOT EXISTS msg_ins AFTER INSERT ON msg BEGIN
   INSERT INTO counters(sub, state, n, bytes) VALUES (NEW.sub, NEW.state, 1, NEW.size)
   ON CONFLICT(sub, state) DO UPDATE SET n = n + 1, bytes = bytes + NEW.size;
@@ -153,6 +161,12 @@ END;
 """
 
 _COLS = "seq, sub, state, tx, pri, msgid, corr, expires, aborts, size, props, body, crc"
+#: The by-id condition (parameters: the native row the id names or -1, the id, the id): a
+#: native id's row by its lookup id, another's through the index of non-native ids; the
+#: select reads ``msg`` NOT INDEXED so that it looks the rows up by lookup id rather than
+#: scanning the subqueue's order index.
+_BY_ID = "AND seq IN (SELECT ? UNION ALL SELECT seq FROM msg WHERE msgid = ? AND native = 0) AND msgid = ?"
+_BY_ID_FROM = "msg NOT INDEXED"
 #: A message's acknowledge without flags (``is`` tests it without Flag.__and__).
 _NO_ACK = M.Ack.NONE
 #: check_alive trusts a queue folder's ctime once it is this many seconds old.
@@ -174,6 +188,19 @@ _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 # ---------------------------------------------------------------------------- the store
+
+
+def _counted(info: QueueInfo) -> bool:
+    """Whether a queue keeps counters (:data:`_COUNTERS`): one with a quota or a journal quota."""
+    return info.quota is not None or info.journal_quota is not None
+
+
+#: A store's message id GUID (meta ``guid``), as written by :func:`_new_guid`.
+_GUID = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}")
+
+
+def _new_guid() -> str:
+    return str(uuid.uuid4()).upper()
 
 
 def store_root() -> str:
@@ -588,6 +615,8 @@ class _Store:
             raise W.QueueAccessDenied(f"queue {self.ref}: no access to its folder") from None
         self.ino = st.st_ino
         self.owner = (st.st_uid, st.st_gid)
+        #: native message ids: "{GUID}\\" and the lookup id (:meth:`native_id`); set by _read_info
+        self.id_prefix = ""
         #: shared (``security=`` granted others): the folder's ACL mask shows in its group bits
         self.shared = create is None and bool(stat.S_IMODE(st.st_mode) & 0o077)
         #: we may make files in the folder (its owner, or root)
@@ -627,6 +656,8 @@ class _Store:
                 conn = self._connect(create)
             if create is not None:
                 conn.executescript(_SCHEMA)
+                if _counted(create):
+                    conn.executescript(_COUNTERS)
                 self._init_meta(create)
             self.info = self._read_info()
             if (create is None and E.available() and not self.shared and st.st_uid == B.uid()
@@ -666,6 +697,7 @@ class _Store:
         with self.write():
             blob = msgpack.packb(dataclasses.asdict(info), use_bin_type=True)
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (STORE_VERSION,))
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('guid', ?)", (_new_guid(),))
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('info', ?)", (blob,))
             self.conn.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('info_crc', ?)", (zlib.crc32(blob),)
@@ -682,11 +714,40 @@ class _Store:
         blob = rows.get("info")
         if not isinstance(blob, bytes) or rows.get("info_crc") != zlib.crc32(blob):
             raise W.CorruptQueueError(f"queue {self.ref}: its properties record fails its checksum")
-        if rows.get("version") != STORE_VERSION:
-            raise W.CorruptQueueError(f"queue {self.ref}: store version {rows.get('version')!r}, expected {STORE_VERSION}")
+        version = rows.get("version")
+        if version not in (1, STORE_VERSION):
+            raise W.CorruptQueueError(f"queue {self.ref}: store version {version!r}, expected {STORE_VERSION}")
         rec = msgpack.unpackb(blob, raw=False)
         fields = {f.name for f in dataclasses.fields(QueueInfo)}
-        return QueueInfo(**{k: v for k, v in rec.items() if k in fields})
+        info = QueueInfo(**{k: v for k, v in rec.items() if k in fields})
+        guid = self._migrate(info) if version == 1 else rows.get("guid")
+        if not isinstance(guid, str) or not _GUID.fullmatch(guid):
+            raise W.CorruptQueueError(f"queue {self.ref}: its message id GUID is missing or malformed")
+        self.id_prefix = "{" + guid + "}\\"
+        return info
+
+    def _migrate(self, info: QueueInfo) -> object:
+        """Store version 1 to 2, in one transaction (the first opener of this version does it;
+        a process of an older version with the queue open then fails on its next use of the
+        counters or its next open). Returns the new ``guid``."""
+        assert self.conn is not None
+        with self.write() as conn:
+            if conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == (1,):
+                _log.info("queue %s: store version 1 migrated to %d", self.ref, STORE_VERSION)
+                conn.execute("ALTER TABLE msg ADD COLUMN native INTEGER NOT NULL DEFAULT 0")
+                conn.execute("DROP INDEX msg_order")
+                conn.execute("DROP INDEX msg_id")
+                if not _counted(info):
+                    for name in ("msg_ins", "msg_del", "msg_upd"):
+                        conn.execute(f"DROP TRIGGER {name}")
+                    conn.execute("DROP TABLE counters")
+                for line in _SCHEMA.splitlines():  # the two indexes as version 2 has them
+                    if line.startswith(("CREATE INDEX IF NOT EXISTS msg_order", "CREATE INDEX IF NOT EXISTS msg_id")):
+                        conn.execute(line)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('guid', ?)", (_new_guid(),))
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (STORE_VERSION,))
+            row = conn.execute("SELECT value FROM meta WHERE key = 'guid'").fetchone()
+        return None if row is None else row[0]
 
     def check_alive(self) -> None:
         """Raise QueueDeleted when the queue's folder is gone or is another queue's.
@@ -822,19 +883,50 @@ class _Store:
 
     def insert(self, conn: sqlite3.Connection, m: M.Message, body: bytes, *, sub: int = 0,
                state: int = READY, tx: str | None = None, txc: str | None = None,
-               aborts: int = 0) -> int:
+               aborts: int = 0, seq: int | None = None) -> int:
+        """Insert ``m``; returns its lookup id. With ``seq`` (from :meth:`next_seq`, in the same
+        transaction) the row is native: ``m.id`` must be :meth:`native_id` of it, and the
+        message id index leaves it out (a by-id look finds it by ``seq``)."""
         props = msgpack.packb(M.to_record(m), use_bin_type=True)
         expires = m.expires_at
         cur = conn.execute(
-            "INSERT INTO msg(sub, state, tx, txc, pri, msgid, corr, expires, aborts, size, props, body, crc)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (sub, state, tx, txc, m.priority, m.id, m.correlation_id, expires, aborts, len(body),
-             props, body, _crc(props, body)),
+            "INSERT INTO msg(seq, sub, state, tx, txc, pri, msgid, corr, expires, aborts, size, props, body, crc,"
+            " native) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (seq, sub, state, tx, txc, m.priority, m.id, m.correlation_id, expires, aborts, len(body),
+             props, body, _crc(props, body), 0 if seq is None else 1),
         )
         return int(cur.lastrowid or 0)
 
+    @staticmethod
+    def next_seq(conn: sqlite3.Connection) -> int:
+        """The lookup id the next row inserted gets (in a write transaction; AUTOINCREMENT's
+        counter, so never one a deleted row had)."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'msg'").fetchone()
+        return (int(row[0]) if row else 0) + 1
+
+    def native_id(self, seq: int) -> str:
+        """The message id of the native row ``seq``: ``{GUID}\\seq``, the GUID the store's own."""
+        return f"{self.id_prefix}{seq}"
+
+    def native_seq(self, msgid: str) -> int:
+        """The row a native message id names, or -1 (see :meth:`insert`)."""
+        prefix = self.id_prefix
+        if msgid.startswith(prefix):
+            tail = msgid[len(prefix):]
+            if 0 < len(tail) < 19 and tail.isascii() and tail.isdigit():
+                return int(tail)
+        return -1
+
+    @property
+    def counted(self) -> bool:
+        """Whether the store keeps the ``counters`` table (see :data:`_COUNTERS`)."""
+        return _counted(self.info)
+
     def counters(self, conn: sqlite3.Connection) -> dict[tuple[int, int], tuple[int, int]]:
-        return {(s, st): (n, b) for s, st, n, b in conn.execute("SELECT sub, state, n, bytes FROM counters")}
+        """(messages, bytes) per (sub, state): the counters table, else a scan of the order index."""
+        q = ("SELECT sub, state, n, bytes FROM counters" if self.counted
+             else "SELECT sub, state, COUNT(*), SUM(size) FROM msg GROUP BY sub, state")
+        return {(s, st): (n, b) for s, st, n, b in conn.execute(q)}
 
 
 # ----------------------------------------------------------------------- queue management
@@ -1051,8 +1143,15 @@ def integrity_check(ref: QueueRef) -> list[str]:
                             store.to_message(r)
                         except W.CorruptQueueError as exc:
                             problems.append(str(exc.strerror))
-                    counted = {(s, st): n for s, st, n, _b in conn.execute("SELECT sub, state, n, bytes FROM counters")}
-                    actual = {(s, st): n for s, st, n in conn.execute("SELECT sub, state, COUNT(*) FROM msg GROUP BY sub, state")}
+                    for seq, msgid, native in conn.execute("SELECT seq, msgid, native FROM msg WHERE native <> 0"):
+                        if native != 1 or msgid != store.native_id(seq):
+                            problems.append(f"queue {ref}: row {seq} is marked native ({native!r}) but its message"
+                                            f" id is {msgid!r}")
+                    counted: dict[tuple[int, int], int] = {}
+                    actual: dict[tuple[int, int], int] = {}
+                    if store.counted:
+                        counted = {(s, st): n for s, st, n, _b in conn.execute("SELECT sub, state, n, bytes FROM counters")}
+                        actual = {(s, st): n for s, st, n in conn.execute("SELECT sub, state, COUNT(*) FROM msg GROUP BY sub, state")}
                 finally:
                     conn.execute("COMMIT")
                 for k in set(counted) | set(actual):
@@ -1162,7 +1261,9 @@ def _ingest_one(store: _Store, conn: sqlite3.Connection, path: str, now: float, 
         return ("was sent in a transaction to a non-transactional queue" if batch.single_message
                 else "was sent without a transaction to a transactional queue")
     for m, _b in msgs:
-        if conn.execute("SELECT 1 FROM msg WHERE msgid = ? LIMIT 1", (m.id,)).fetchone():
+        if m.id.startswith(store.id_prefix):
+            return f"uses the queue's own message id space ({m.id!r})"
+        if conn.execute("SELECT 1 FROM msg WHERE msgid = ? AND native = 0 LIMIT 1", (m.id,)).fetchone():
             return f"repeats message id {m.id!r}"
     if info.quota is not None:
         row = conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM counters WHERE sub = 0").fetchone()
@@ -1764,8 +1865,12 @@ class LocalQueue(Queue):
             with store.write() as conn:
                 if quota is not None:
                     self._check_quota(conn, quota, sum(len(b) for _m, b in to_sql))
+                seq = store.next_seq(conn)
                 for m, data in to_sql:
-                    m.lookup_id = store.insert(conn, m, data, state=PENDING if txid else READY, tx=txid, txc=txc)
+                    m.id = store.native_id(seq)
+                    m.lookup_id = store.insert(conn, m, data, state=PENDING if txid else READY, tx=txid, txc=txc,
+                                               seq=seq)
+                    seq += 1
         t = time.monotonic_ns()
         if txid is None:
             if any(m.delivery == M.Delivery.RECOVERABLE for m in prepared):
@@ -1918,7 +2023,8 @@ class LocalQueue(Queue):
 
     def _select(self, conn: sqlite3.Connection, extra: str, params: tuple[Any, ...]) -> _Row | None:
         t = conn.execute(
-            f"SELECT {_COLS} FROM msg WHERE sub = ? AND state = 0 {extra} ORDER BY pri DESC, seq LIMIT 1",
+            f"SELECT {_COLS} FROM {_BY_ID_FROM if extra is _BY_ID else 'msg'} WHERE sub = ? AND state = 0 {extra}"
+            " ORDER BY pri DESC, seq LIMIT 1",
             (self._sub, *params),
         ).fetchone()
         return None if t is None else self._store.row(t)
@@ -2012,7 +2118,7 @@ class LocalQueue(Queue):
             _post_ack(m, M.MessageClass.ACK_RECEIVE)
         return m
 
-    _KINDS = {"first": ("", E.FIRST), "id": ("AND msgid = ?", E.KEY1), "corr": ("AND corr = ?", E.KEY2),
+    _KINDS = {"first": ("", E.FIRST), "id": (_BY_ID, E.KEY1), "corr": ("AND corr = ?", E.KEY2),
               "after": ("AND (pri < ? OR (pri = ? AND seq > ?))", E.AFTER)}
 
     def _attempt(self, kind: str, key: Any, tx: LocalTransaction | None, remove: bool,
@@ -2021,7 +2127,9 @@ class LocalQueue(Queue):
         the SQLite position (priority, seq), ``xpos`` the express one (priority, stamp))."""
         extra = self._KINDS[kind][0]
         params: tuple[Any, ...] = ()
-        if kind in ("id", "corr"):
+        if kind == "id":
+            params = (self._store.native_seq(key), key, key)
+        elif kind == "corr":
             params = (key,)
         elif kind == "after":
             params = (key[0], key[0], key[1]) if key is not None else ()
