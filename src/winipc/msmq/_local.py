@@ -113,7 +113,11 @@ _SHARED_FILES = ["queue.db", *_WAL_FILES, "lock", "sync", "receivers"]
 
 _log = logging.getLogger("winipc.msmq")
 
-_SCHEMA = """
+#: The two indexes store version 2 changed (:meth:`_Store._migrate` makes them again).
+_ORDER_INDEX = "CREATE INDEX IF NOT EXISTS msg_order ON msg(sub, state, pri DESC, seq, size)"
+_ID_INDEX = "CREATE INDEX IF NOT EXISTS msg_id ON msg(msgid) WHERE native = 0"
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS msg(
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,8 +136,8 @@ CREATE TABLE IF NOT EXISTS msg(
   crc INTEGER NOT NULL,
   native INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS msg_order ON msg(sub, state, pri DESC, seq, size);
-CREATE INDEX IF NOT EXISTS msg_id ON msg(msgid) WHERE native = 0;
+{_ORDER_INDEX};
+{_ID_INDEX};
 CREATE INDEX IF NOT EXISTS msg_corr ON msg(corr) WHERE corr IS NOT NULL;
 CREATE INDEX IF NOT EXISTS msg_tx ON msg(tx) WHERE tx IS NOT NULL;
 CREATE TABLE IF NOT EXISTS txlog(tx TEXT PRIMARY KEY, participants BLOB NOT NULL, created REAL NOT NULL);
@@ -726,7 +730,7 @@ class _Store:
         self.id_prefix = "{" + guid + "}\\"
         return info
 
-    def _migrate(self, info: QueueInfo) -> object:
+    def _migrate(self, info: QueueInfo) -> str | None:
         """Store version 1 to 2, in one transaction (the first opener of this version does it;
         a process of an older version with the queue open then fails on its next use of the
         counters or its next open). Returns the new ``guid``."""
@@ -741,13 +745,12 @@ class _Store:
                     for name in ("msg_ins", "msg_del", "msg_upd"):
                         conn.execute(f"DROP TRIGGER {name}")
                     conn.execute("DROP TABLE counters")
-                for line in _SCHEMA.splitlines():  # the two indexes as version 2 has them
-                    if line.startswith(("CREATE INDEX IF NOT EXISTS msg_order", "CREATE INDEX IF NOT EXISTS msg_id")):
-                        conn.execute(line)
+                conn.execute(_ORDER_INDEX)
+                conn.execute(_ID_INDEX)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('guid', ?)", (_new_guid(),))
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (STORE_VERSION,))
             row = conn.execute("SELECT value FROM meta WHERE key = 'guid'").fetchone()
-        return None if row is None else row[0]
+        return None if row is None or not isinstance(row[0], str) else row[0]
 
     def check_alive(self) -> None:
         """Raise QueueDeleted when the queue's folder is gone or is another queue's.
