@@ -299,3 +299,60 @@ def test_a_by_id_look_reads_rows_by_lookup_id_and_the_non_native_id_index_not_th
         assert "msg_order" not in plan, plan
     finally:
         msmq.delete_queue(Q)
+
+
+def test_a_stored_record_leaves_out_default_properties_and_full_records_still_read() -> None:
+    """A row's property record holds only what differs from the Message defaults (smaller
+    rows: three 1 KiB messages to a 4 KiB page, not two); a reader takes an absent property
+    as its default, and a record with every property (as winipc wrote before) reads the same."""
+    import json
+
+    import msgpack
+
+    msmq.create_queue(Q)
+    try:
+        out = _child(
+            "from winipc import msmq\n"
+            f"with msmq.open({Q!r}, 'send') as s:\n"
+            "    for m in (s.send(b'plain'), s.send(b'rich', label='L', priority=5, correlation_id='c',\n"
+            "                                       app_specific=7, use_dead_letter=True, time_to_be_received=600.0)):\n"
+            "        print(m.lookup_id, m.id)\n"
+        )
+        (plain_seq, plain_id), (rich_seq, rich_id) = ((int(a), b) for a, b in (x.split() for x in out.splitlines()))
+        records = {seq: msgpack.unpackb(props) for seq, props in _sql(Q, "SELECT seq, props FROM msg")}
+        assert set(records[plain_seq]) == {"id", "sent_time", "arrived_time", "source_machine", "sender_pid",
+                                            "sender_uid", "destination_queue"}
+        rich = records[rich_seq]
+        assert (rich["label"], rich["priority"], rich["correlation_id"], rich["app_specific"]) == ("L", 5, "c", 7)
+        assert rich["use_dead_letter"] is True and rich["time_to_be_received"] == 600.0
+        assert "acknowledge" not in rich and "body_type" not in rich and "response_queue" not in rich
+
+        with msmq.open(Q, "peek") as p:
+            before = {m.lookup_id: m for m in (p.peek_by_id(plain_id), p.peek_by_id(rich_id))}
+        # rewrite the plain row as an earlier winipc did: every property in the record
+        m = before[plain_seq]
+        full = {name: getattr(m, name) for name in msmq.Message.__dataclass_fields__ if name != "body"}
+        full = {k: int(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in full.items()}
+        props = msgpack.packb(full, use_bin_type=True)
+        with sqlite3.connect(_db(Q)) as c:
+            c.execute("UPDATE msg SET props = ?, crc = ? WHERE seq = ?", (props, _local._crc(props, b"plain"), plain_seq))
+        out = _child(
+            "import json\n"
+            "from winipc import msmq\n"
+            f"with msmq.open({Q!r}, 'receive') as r:\n"
+            "    for _ in range(2):\n"
+            "        m = r.receive(timeout=0)\n"
+            "        print(json.dumps({k: (v if not isinstance(v, bytes) else v.decode())\n"
+            "                          for k, v in vars(m).items()}))\n"
+        )
+        got = [json.loads(line) for line in out.splitlines()]
+        assert [g["body"] for g in got] == ["rich", "plain"]
+        for g in got:
+            want = before[g["lookup_id"]]
+            for name, value in g.items():
+                expected = getattr(want, name)
+                assert value == (expected.decode() if isinstance(expected, bytes) else expected), name
+        assert got[1]["label"] == "" and got[1]["priority"] == msmq.Message.priority
+        assert got[1]["correlation_id"] is None and got[1]["delivery"] == msmq.Delivery.RECOVERABLE
+    finally:
+        msmq.delete_queue(Q)

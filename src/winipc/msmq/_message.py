@@ -332,12 +332,20 @@ _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def to_record(m: Message) -> dict[str, Any]:
-    """The properties of ``m`` as plain values (for msgpack), the body excluded."""
-    rec = {name: getattr(m, name) for name in STORED_FIELDS}
+    """The properties of ``m`` as plain values (for msgpack), the body excluded. A property
+    equal to its default (same type and value) is left out: a reader takes an absent one
+    as the default (:func:`from_record` does), and a smaller record is a smaller row."""
+    rec = {}
     plain = _PLAIN_TYPES
-    for name, v in rec.items():
-        if type(v) not in plain and isinstance(v, (enum.IntEnum, enum.IntFlag)):
-            rec[name] = int(v)
+    attrs = m.__dict__
+    for name, default in _STORED_DEFAULTS:
+        v = attrs[name]
+        t = type(v)
+        if v is default or (t is type(default) and v == default):
+            continue
+        if t not in plain and isinstance(v, (enum.IntEnum, enum.IntFlag)):
+            v = int(v)
+        rec[name] = v
     return rec
 
 
@@ -372,6 +380,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _EXACT: dict[str, frozenset[type]] = {name: frozenset(types) for name, types in _TYPES.items()}
 #: Every property's default (none has a default factory): a Message is built from these.
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Message)}
+#: (name, default) of every stored property, in STORED_FIELDS order (see :func:`to_record`).
+_STORED_DEFAULTS: tuple[tuple[str, Any], ...] = tuple((name, _DEFAULTS[name]) for name in STORED_FIELDS)
 #: Enum members by value, looked up before the (slower) enum constructors.
 _DELIVERIES: dict[Any, Delivery] = {d.value: d for d in Delivery}
 _ACKS: dict[Any, Ack] = {v: Ack(v) for v in range(16)}
