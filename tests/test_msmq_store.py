@@ -331,8 +331,8 @@ def test_a_stored_record_leaves_out_default_properties_and_full_records_still_re
             before = {m.lookup_id: m for m in (p.peek_by_id(plain_id), p.peek_by_id(rich_id))}
         # rewrite the plain row as an earlier winipc did: every property in the record
         m = before[plain_seq]
-        full = {name: getattr(m, name) for name in msmq.Message.__dataclass_fields__ if name != "body"}
-        full = {k: int(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in full.items()}
+        full = {name: getattr(m, name) for name in _local.M.STORED_FIELDS}
+        full = {k: int(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in full.items()}  # enums
         props = msgpack.packb(full, use_bin_type=True)
         with sqlite3.connect(_db(Q)) as c:
             c.execute("UPDATE msg SET props = ?, crc = ? WHERE seq = ?", (props, _local._crc(props, b"plain"), plain_seq))
