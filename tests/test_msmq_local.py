@@ -298,6 +298,71 @@ def test_properties_come_back_as_the_types_they_were_checked_into() -> None:
         msmq.delete_queue(admin)
 
 
+_RECEIVE_PROPS = """
+import json, sys
+from winipc import msmq
+with msmq.open(sys.argv[1], "receive") as q:
+    out = []
+    for _ in range(int(sys.argv[2])):
+        m = q.receive(timeout=10)
+        p = m.properties()
+        p["body"] = m.body.hex()
+        out.append(p)
+print(json.dumps(out))
+"""
+
+
+def test_a_plain_send_stores_what_the_generic_send_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """send() of bytes with the common properties takes a shorter path (_send_fast_sql) than
+    send_many() of the same message: a receiving process gets the same properties from
+    both, each recoverable send was synced before it returned, and bad properties are
+    still refused on the short path."""
+    reply = Q + "-reply"
+    msmq.create_queue(Q)
+    msmq.create_queue(reply)
+    try:
+        kinds = [
+            {},
+            {"delivery": 1},
+            {"delivery": msmq.Delivery.RECOVERABLE, "priority": 6, "label": "l\u00e9", "correlation_id": "c",
+             "app_specific": 2**32 - 1, "response_queue": reply, "use_dead_letter": 1},
+        ]
+        with msmq.open(Q, "send") as s:
+            store = s._store  # type: ignore[attr-defined]
+            synced: list[int] = []
+            real = store.sync.durable
+            monkeypatch.setattr(store.sync, "durable", lambda t: synced.append(t) or real(t))
+            generic_calls: list[int] = []
+            prepared = s._send_prepared  # type: ignore[attr-defined]
+            monkeypatch.setattr(s, "_send_prepared", lambda *a: generic_calls.append(1) or prepared(*a))
+            fast = [s.send(b"body%d" % i, **kw) for i, kw in enumerate(kinds)]
+            assert len(synced) == len(kinds) and not generic_calls  # the short path, synced
+            generic = s.send_many([msmq.Message(body=b"body%d" % i, **kw) for i, kw in enumerate(kinds)])
+            with pytest.raises(W.IllegalPropertyValue, match="label"):
+                s.send(b"x", label=7)
+            with pytest.raises(W.IllegalPropertyValue, match="delivery"):
+                s.send(b"x", delivery=9)
+        out = subprocess.run([sys.executable, "-c", _RECEIVE_PROPS, Q, str(2 * len(kinds))],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        import json
+
+        got = {p["id"]: p for p in json.loads(out.stdout)}
+        varying = ("id", "lookup_id", "sent_time", "arrived_time")
+        for a, b in zip(fast, generic, strict=True):
+            pa, pb = got[a.id], got[b.id]
+            assert pa["lookup_id"] == a.lookup_id and pa["sent_time"] == pa["arrived_time"] == a.sent_time
+            assert pb["sent_time"] == pb["arrived_time"] == b.sent_time
+            assert {k: v for k, v in pa.items() if k not in varying} == {
+                k: v for k, v in pb.items() if k not in varying}
+            assert a.properties() | {"body": a.body.hex()} == pa
+        with msmq.open(Q, "receive") as r:
+            assert r.stat().messages == 0  # the refused sends stored nothing
+    finally:
+        msmq.delete_queue(Q)
+        msmq.delete_queue(reply)
+
+
 def test_an_empty_incoming_folder_is_listed_again_once_it_changes(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """_ingest remembers an empty incoming/ (no listdir per receive) but sees a new drop file."""

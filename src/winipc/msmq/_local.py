@@ -182,10 +182,11 @@ ALIVE_RECHECK = 0.5
 #: A receiver finding no message watches the express store this long (seconds) before it
 #: sleeps on its doorbell (see LocalQueue._spin).
 EXPRESS_SPIN = 0.0002
-#: send() properties _send_fast handles (delivery must be EXPRESS)
+#: send() properties _send_fast and _send_fast_sql handle
 _FAST_PROPS = frozenset({"delivery", "priority", "label", "correlation_id", "app_specific", "response_queue",
                          "use_dead_letter"})
 _EXPRESS = M.Delivery.EXPRESS
+_RECOVERABLE = M.Delivery.RECOVERABLE
 _NUMBERS = (int, float)
 _new_object = object.__new__
 _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -1720,8 +1721,11 @@ class LocalQueue(Queue):
             raise
         st = self._store
         lean = st.express is not None and self._sub == 0 and not st.info.transactional
-        #: plain express sends skip the generic path (see _send_fast)
-        self._fast_send = lean and bool(int(access) & int(QueueAccess.SEND)) and st.info.quota is None
+        sends = bool(int(access) & int(QueueAccess.SEND))
+        #: plain sends skip the generic path (see _send_fast_sql): no transactions, no quota
+        self._fast_sql = sends and self._sub == 0 and not st.info.transactional and st.info.quota is None
+        #: plain express sends go to the express store directly (see _send_fast)
+        self._fast_send = lean and self._fast_sql
         #: receives without a transaction try the express store first (see receive)
         self._fast_receive = lean and bool(int(access) & int(QueueAccess.RECEIVE))
         self._where = f"queue {ref}"
@@ -1773,9 +1777,11 @@ class LocalQueue(Queue):
     # -- sending
 
     def send(self, body: Any = b"", *, transaction: TxArg = None, **props: Any) -> M.Message:
-        if (self._fast_send and transaction is None and type(body) is bytes and props.get("delivery") is _EXPRESS
-                and props.keys() <= _FAST_PROPS and not self._closed):
-            return self._send_fast(body, props)
+        if (transaction is None and type(body) is bytes and props.keys() <= _FAST_PROPS and not self._closed
+                and self._fast_sql):
+            if props.get("delivery") is _EXPRESS and self._fast_send:
+                return self._send_fast(body, props)
+            return self._send_fast_sql(body, props)
         m = M.make_message(body, props)
         m.message_class = M.MessageClass.NORMAL
         return self._send_prepared([m], transaction)[0]
@@ -1783,38 +1789,58 @@ class LocalQueue(Queue):
     def _send_template(self) -> dict[str, Any]:
         t = dict(M._DEFAULTS)
         t.update(source_machine=B.host_name(), sender_pid=os.getpid(), sender_uid=B.uid(),
-                 destination_queue=self._store.info.path, delivery=_EXPRESS, message_class=M.MessageClass.NORMAL)
+                 destination_queue=self._store.info.path, message_class=M.MessageClass.NORMAL)
         self._template = (_forks, t)
         return t
 
-    def _send_fast(self, body: bytes, props: dict[str, Any]) -> M.Message:
-        """send() of one express ``bytes`` body without a transaction, acknowledgement,
-        time limit or quota (``_FAST_PROPS`` only): what _send_prepared does for it, without
-        its lists. The sender's host and pid are the process's when this handle first sent
-        (again after a fork)."""
-        store = self._store
+    def _fast_message(self, store: _Store, body: bytes, props: dict[str, Any]) -> M.Message:
+        """The Message a send() of ``_FAST_PROPS`` only builds, checked, as _send_prepared
+        builds it, without its lists. The sender's host and pid are the process's when this
+        handle first sent (again after a fork)."""
         store.check_alive()
         if len(body) > M.MAX_BODY:
             M.encode_body(body)  # raises IllegalPropertyValue
         tm = self._template
         attrs = (self._send_template() if tm is None or tm[0] != _forks else tm[1]).copy()
         attrs["body"] = body
-        attrs["id"] = M.new_message_id()
         attrs["sent_time"] = attrs["arrived_time"] = time.time()
         attrs["sender_uid"] = os.geteuid()  # at each send, as MSMQ takes the sender's SID from its token
+        attrs.update(props)
         m: M.Message = _new_object(M.Message)
-        if len(props) > 1:
-            attrs.update(props)
-            m.__dict__ = attrs
+        m.__dict__ = attrs
+        d = attrs["delivery"]
+        # the template's values are valid: only a delivery given as a Delivery member needs no check
+        if len(props) > 1 or (props and "delivery" not in props) or (d is not _EXPRESS and d is not _RECOVERABLE):
             M.validate(m)
-        else:
-            m.__dict__ = attrs
+        return m
+
+    def _send_fast(self, body: bytes, props: dict[str, Any]) -> M.Message:
+        """send() of one express ``bytes`` body without a transaction, acknowledgement,
+        time limit or quota (``_FAST_PROPS`` only) into the express store."""
+        store = self._store
+        m = self._fast_message(store, body, props)
+        m.id = M.new_message_id()
         try:
             m.lookup_id, waiters = E.put(store.express, m, body)
         except (MemoryError, OSError, ValueError) as exc:
             raise E.translate(exc, self._where) from None
         if waiters:
             F.ring(store.wait_dir)
+        return m
+
+    def _send_fast_sql(self, body: bytes, props: dict[str, Any]) -> M.Message:
+        """send() of one ``bytes`` body without a transaction, acknowledgement, time limit
+        or quota (``_FAST_PROPS`` only) into SQLite: recoverable, or express where the queue
+        has no express store; what _send_prepared does for it, without its lists."""
+        store = self._store
+        m = self._fast_message(store, body, props)
+        with store.write() as conn:
+            seq = store.next_seq(conn)
+            m.id = store.native_id(seq)
+            m.lookup_id = store.insert(conn, m, body, seq=seq)
+        if m.delivery is _RECOVERABLE:
+            store.durable(time.monotonic_ns())
+        store.ring()
         return m
 
     def _send_ack(self, ack: M.Message, cls: M.MessageClass) -> None:
