@@ -1809,8 +1809,8 @@ class LocalQueue(Queue):
         m: M.Message = _new_object(M.Message)
         m.__dict__ = attrs
         d = attrs["delivery"]
-        # the template's values are valid: only a delivery given as a Delivery member needs no check
-        if len(props) > 1 or (props and "delivery" not in props) or (d is not _EXPRESS and d is not _RECOVERABLE):
+        # the template's values are valid: a send with no property but a Delivery member needs no check
+        if len(props) > ("delivery" in props) or (d is not _EXPRESS and d is not _RECOVERABLE):
             M.validate(m)
         return m
 
